@@ -1,0 +1,57 @@
+# tilelang-repro. `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Which torch to install into a new environment (CI pins the CPU build: TORCH_SPEC=torch==2.13.0).
+TORCH_SPEC ?= torch>=2.11,<=2.14.1
+# Experiments measured by `make reproduce` on a machine with a GPU.
+EXPERIMENTS ?= gemm flash_attention mla_decode dsa_indexer dsa_topk sparse_mla
+RESULTS ?= results
+
+.PHONY: help setup test test-gpu reproduce measure figures paper loc portability clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+setup: $(VENV)/.installed  ## create .venv (reusing an installed torch/flash-attn) and install the suite
+
+test: setup  ## CPU tests (GPU tests are skipped without a device)
+	$(PY) -m pytest -q tests
+
+test-gpu: setup  ## only the GPU tests (needs a CUDA device)
+	$(PY) -m pytest -q -m gpu tests/gpu
+
+reproduce: setup  ## measure every experiment when a GPU is present, then regenerate the paper
+	@if $(PY) -c "import sys; from repro.hardware import detect_device; sys.exit(detect_device() is None)"; then \
+	  $(MAKE) --no-print-directory measure; \
+	else \
+	  echo "No GPU here: regenerating tables, figures and the ledger from the committed $(RESULTS)/"; \
+	fi
+	$(MAKE) --no-print-directory paper
+
+measure: setup  ## run the experiments' sweeps (results/<hardware>/<experiment>.csv)
+	@for e in $(EXPERIMENTS); do $(PY) run.py experiment=$$e results_dir=$(RESULTS) || exit $$?; done
+
+figures: setup  ## regenerate paper/figures from results/
+	$(PY) -m repro.report --results $(RESULTS) --out paper --figures-only
+
+paper: setup  ## regenerate tables, figures, ledger and appendix; build the PDF when latexmk exists
+	$(PY) -m repro.report --results $(RESULTS) --out paper
+	@if command -v latexmk >/dev/null 2>&1; then cd paper && latexmk -pdf -quiet main.tex; \
+	else echo "latexmk not found: paper/main.tex not built (the Markdown paper/README.md is current)"; fi
+
+loc: setup  ## recount code lines (upstream from clones: make loc SOURCES=/path/to/clones)
+	$(PY) run.py experiment=loc $(if $(SOURCES),loc.sources=$(SOURCES))
+
+portability: setup  ## build every TileLang kernel for each target (results/portability.csv)
+	$(PY) run.py experiment=portability
+
+clean:  ## remove the environment, caches and Hydra outputs (results/ and paper/ stay)
+	rm -rf $(VENV) outputs multirun .pytest_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,63 @@
+"""Compiling TileLang builders for the right target, with one in-process cache."""
+from __future__ import annotations
+
+import functools
+import os
+
+# A bare "cuda" target means sm_50 on a machine without a GPU, which nvcc 13 rejects, so the
+# target is explicit. REPRO_TILELANG_TARGET overrides it (e.g. for sm_80 or HIP builds).
+HOPPER = {"kind": "cuda", "arch": "sm_90a"}
+
+
+def default_target():
+    """The device's own target when a GPU is present, else Hopper (compile-only on a CPU)."""
+    override = os.environ.get("REPRO_TILELANG_TARGET")
+    if override:
+        return target_from_string(override)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            if getattr(torch.version, "hip", None):
+                return "hip"
+            major, minor = torch.cuda.get_device_capability()
+            arch = f"sm_{major}{minor}" + ("a" if major == 9 else "")
+            return {"kind": "cuda", "arch": arch}
+    except Exception:  # torch missing or broken: compile-only use
+        pass
+    return HOPPER
+
+
+def target_from_string(text: str):
+    """'sm_90a' / 'sm_80' -> CUDA target dict; 'hip' or 'gfx942' -> HIP; anything else as is."""
+    if text.startswith("sm_"):
+        return {"kind": "cuda", "arch": text}
+    if text.startswith("gfx"):
+        return {"kind": "hip", "mcpu": text}
+    return text
+
+
+def _freeze(target):
+    return tuple(sorted(target.items())) if isinstance(target, dict) else target
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_cached(builder, args: tuple, kwargs: tuple, out_idx, target_key, pass_configs):
+    import tilelang
+
+    func = builder(*args, **dict(kwargs))
+    target = dict(target_key) if isinstance(target_key, tuple) else target_key
+    return tilelang.compile(
+        func,
+        out_idx=list(out_idx) if out_idx is not None else None,
+        target=target,
+        pass_configs=dict(pass_configs) if pass_configs else None,
+    )
+
+
+def compile_kernel(builder, *args, out_idx=None, target=None, pass_configs=None, **kwargs):
+    """Build `builder(*args, **kwargs)` (a T.prim_func) and compile it once per argument set."""
+    target = default_target() if target is None else target
+    out = tuple(out_idx) if isinstance(out_idx, (list, tuple)) else out_idx
+    configs = tuple(sorted(pass_configs.items())) if pass_configs else None
+    return _compile_cached(builder, args, tuple(sorted(kwargs.items())), out, _freeze(target), configs)

@@ -1,0 +1,85 @@
+"""Input checks and split planning shared by the TileLang and Triton MLA decode kernels.
+
+Both kernels take FlashMLA's layouts: q [b, s_q, h_q, 576], kv_cache [num_pages, 64, 1, 576],
+block_table int32 [b, max_pages], cache_seqlens int32 [b].
+"""
+import math
+
+D_V = 512
+D_PE = 64
+PAGE = 64
+MAX_SPLITS = 64
+
+
+def check_mla_inputs(q, kv_cache, block_table, cache_seqlens, *, d_v: int = D_V) -> int:
+    """Raise ValueError on anything the kernels cannot do; return the longest cache length.
+
+    Reading the lengths costs one device sync, so callers do it once (at build), not per call.
+    """
+    if q.dim() != 4 or kv_cache.dim() != 4:
+        raise ValueError(f"q must be [b, s_q, h_q, d_qk] and kv_cache [pages, {PAGE}, 1, d_qk]; "
+                         f"got {tuple(q.shape)} and {tuple(kv_cache.shape)}")
+    b, s_q, h_q, d_qk = q.shape
+    if d_qk != d_v + D_PE or d_v != D_V:
+        raise ValueError(f"only d_qk = d_v + {D_PE} with d_v = {D_V} is supported "
+                         f"(got d_qk={d_qk}, d_v={d_v})")
+    if kv_cache.shape[1] != PAGE or kv_cache.shape[2] != 1 or kv_cache.shape[3] != d_qk:
+        raise ValueError(f"kv_cache must be [pages, {PAGE}, 1, {d_qk}] (one latent head, page "
+                         f"block {PAGE}); got {tuple(kv_cache.shape)}")
+    if q.dtype != kv_cache.dtype or str(q.dtype) not in ("torch.float16", "torch.bfloat16"):
+        raise ValueError(f"q and kv_cache must share one dtype, fp16 or bf16; got {q.dtype} "
+                         f"and {kv_cache.dtype}")
+    if s_q not in (1, 2) or h_q not in (16, 32, 64, 128):
+        raise ValueError(f"supported: s_q in (1, 2), h_q in (16, 32, 64, 128); got {s_q}, {h_q}")
+    if tuple(block_table.shape[:1]) != (b,) or block_table.dim() != 2 or str(block_table.dtype) != "torch.int32":
+        raise ValueError(f"block_table must be int32 [{b}, max_pages]; got {block_table.dtype} "
+                         f"{tuple(block_table.shape)}")
+    if tuple(cache_seqlens.shape) != (b,) or str(cache_seqlens.dtype) != "torch.int32":
+        raise ValueError(f"cache_seqlens must be int32 [{b}]; got {cache_seqlens.dtype} "
+                         f"{tuple(cache_seqlens.shape)}")
+    for name, t in (("q", q), ("kv_cache", kv_cache), ("block_table", block_table),
+                    ("cache_seqlens", cache_seqlens)):
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+    return _check_lengths(kv_cache, block_table, cache_seqlens, s_q)
+
+
+def _check_lengths(kv_cache, block_table, cache_seqlens, s_q: int) -> int:
+    lens = cache_seqlens.cpu()
+    lo, hi = int(lens.min()), int(lens.max())
+    capacity = kv_cache.shape[0] * PAGE
+    if lo < s_q:
+        raise ValueError(f"every cache length must hold its {s_q} new token(s); shortest is {lo}")
+    if hi > capacity:
+        raise ValueError(f"cache length {hi} is longer than the cache ({capacity} tokens)")
+    if hi > block_table.shape[1] * PAGE:
+        raise ValueError(f"block table too short: {block_table.shape[1]} pages of {PAGE} hold "
+                         f"{block_table.shape[1] * PAGE} tokens, a sequence has {hi}")
+    pages = block_table.cpu()
+    used = [pages[i, : math.ceil(int(n) / PAGE)] for i, n in enumerate(lens)]
+    used = [p for p in used if p.numel()]
+    if used:
+        flat = __import__("torch").cat(used)
+        if int(flat.min()) < 0 or int(flat.max()) >= kv_cache.shape[0]:
+            raise ValueError(f"block table names pages outside [0, {kv_cache.shape[0]})")
+    return hi
+
+
+def chunk_blocks(max_seqlen: int, block_N: int, num_splits: int) -> int:
+    """KV blocks per split so that num_splits splits cover the longest sequence."""
+    return max(1, math.ceil(math.ceil(max_seqlen / block_N) / num_splits))
+
+
+def pick_num_splits(batch: int, groups: int, max_blocks: int, total_blocks: int,
+                    sm_count: int, min_chunk: int = 4) -> int:
+    """Splits so the grid holds ~2 CTAs of real work per SM, each chunk >= min_chunk blocks.
+
+    groups = row blocks per sequence; total_blocks = KV blocks summed over sequences. One split
+    length serves every sequence, so a lone long sequence (the adversarial case) is cut into
+    many chunks while the short ones keep one.
+    """
+    mean_blocks = total_blocks / max(1, batch)
+    if batch * groups >= 0.9 * sm_count and max_blocks <= 1.5 * mean_blocks:
+        return 1  # one wave or more of even work: a combine pass would only cost bandwidth
+    chunk = max(min_chunk, math.ceil(total_blocks * groups / (2 * sm_count)))
+    return int(min(MAX_SPLITS, max(1, math.ceil(max_blocks / chunk))))

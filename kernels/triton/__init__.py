@@ -1,0 +1,1 @@
+"""Triton kernels written for this suite, to compare with TileLang on equal terms."""

@@ -1,0 +1,1 @@
+"""tilelang-repro: the shared measuring machinery (registry, gate, timer, store, report)."""

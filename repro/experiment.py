@@ -1,0 +1,94 @@
+"""The contract every experiment module fills in: cases, inputs, reference, formulas, backends."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+Case = dict  # parameter name -> python scalar
+
+
+def needs_cuda() -> Optional[str]:
+    """Default probe: usable when a CUDA (or ROCm, through torch.cuda) device is present."""
+    try:
+        import torch
+    except ImportError:
+        return "torch not installed"
+    return None if torch.cuda.is_available() else "no CUDA device"
+
+
+def needs_module(*modules: str) -> Callable[[], Optional[str]]:
+    """Probe factory: usable when a device is present and every module imports."""
+
+    def probe() -> Optional[str]:
+        reason = needs_cuda()
+        if reason:
+            return reason
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # ImportError, or a broken build raising anything
+                return f"{name} not installed ({type(exc).__name__})"
+        return None
+
+    return probe
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of an operator. `build(case, inputs)` returns a zero-argument callable."""
+
+    name: str
+    build: Callable[[Case, dict], Callable[[], Any]]
+    probe: Callable[[], Optional[str]] = needs_cuda
+    timed: bool = True  # False: correctness reference only, never timed as a contender
+    vendors: Sequence[str] = ("nvidia",)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    cases: Callable[[Any], list]
+    make_inputs: Callable[[Case, int, str], dict]
+    reference: Callable[[Case, dict], Any]
+    flops: Callable[[Case], float]
+    bytes: Callable[[Case], float]
+    backends: Sequence[Backend]
+    baseline: str
+    check: Optional[Callable[[Case, dict, Any, Any], dict]] = None
+    validate_case: Optional[Callable[[Case], None]] = None
+    reported: Optional[Callable[[Any], list]] = None
+    flops_dtype: Callable[[Case], str] = field(default=lambda case: case.get("dtype", "fp16"))
+    prepare: Optional[Callable[[list, list], None]] = None  # (cases, backends): compile/tune before timing
+    sources: Sequence[str] = ()  # extra files whose change invalidates stored results
+
+    def __post_init__(self):
+        names = [b.name for b in self.backends]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"experiment {self.name}: backend names registered twice: {sorted(dupes)}")
+
+    @property
+    def backend_names(self) -> list[str]:
+        return [b.name for b in self.backends]
+
+    def backend(self, name: str) -> Backend:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+
+def known_experiments() -> list[str]:
+    """The registry is the config folder: one `configs/experiment/<name>.yaml` per experiment."""
+    return sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def load_experiment(name: str) -> Experiment:
+    if name not in known_experiments():
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(known_experiments())}")
+    module = importlib.import_module(f"experiments.{name}")
+    return module.EXPERIMENT

@@ -1,0 +1,72 @@
+"""The correctness gate: poisoned outputs, fresh random inputs, a higher-precision reference."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+INT_POISON = -(2**31) + 7  # written into integer output buffers: an index no kernel produces
+
+
+def poison_outputs(inputs: Mapping[str, Any]) -> None:
+    """Fill every output buffer (keys starting with "out") so that unwritten elements fail the check."""
+    import torch
+
+    for key, value in inputs.items():
+        if key.startswith("out") and isinstance(value, torch.Tensor):
+            if value.is_floating_point():
+                value.fill_(float("nan"))
+            else:
+                value.fill_(INT_POISON)
+
+
+def as_tuple(x) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def compare(out, ref, tol: Mapping[str, float]) -> dict:
+    """Error figures of one output tensor against its reference, and whether they pass.
+
+    rel_l2 = ||out - ref|| / ||ref|| over finite reference entries; max_abs is the largest
+    elementwise error, judged relative to max|ref|. Infinite reference entries (masked
+    logits, say) must be matched exactly; any NaN in the output fails.
+    """
+    import torch
+
+    if tuple(out.shape) != tuple(ref.shape):
+        return {"passed": False, "error": f"shape {tuple(out.shape)} != reference {tuple(ref.shape)}",
+                "rel_l2": math.inf, "max_abs": math.inf}
+    o = out.detach().to(torch.float64)
+    r = ref.detach().to(device=o.device, dtype=torch.float64)
+    if torch.isnan(o).any():
+        n = int(torch.isnan(o).sum())
+        return {"passed": False, "error": f"{n} NaN element(s) (unwritten or invalid)",
+                "rel_l2": math.inf, "max_abs": math.inf}
+    finite = torch.isfinite(r)
+    if not torch.equal(o[~finite], r[~finite]):
+        return {"passed": False, "error": "infinite reference entries not reproduced",
+                "rel_l2": math.inf, "max_abs": math.inf}
+    if not torch.isfinite(o[finite]).all():
+        return {"passed": False, "error": "inf where the reference is finite", "rel_l2": math.inf,
+                "max_abs": math.inf}
+    diff = (o - r)[finite]
+    ref_f = r[finite]
+    ref_norm = float(torch.linalg.vector_norm(ref_f)) or 1.0
+    rel_l2 = float(torch.linalg.vector_norm(diff)) / ref_norm
+    max_abs = float(diff.abs().max()) if diff.numel() else 0.0
+    scale = float(ref_f.abs().max()) if ref_f.numel() else 1.0
+    passed = rel_l2 <= tol["rel_l2"] and max_abs <= tol["max_abs_rel"] * max(scale, 1e-30)
+    error = "" if passed else f"rel_l2 {rel_l2:.2e} (tol {tol['rel_l2']:.0e}), max_abs {max_abs:.2e} " \
+                              f"(tol {tol['max_abs_rel']:.0e} x max|ref| {scale:.2e})"
+    return {"passed": passed, "error": error, "rel_l2": rel_l2, "max_abs": max_abs}
+
+
+def default_check(out, ref, tol: Mapping[str, float]) -> dict:
+    """Compare every output against its reference; report the worst figures."""
+    outs, refs = as_tuple(out), as_tuple(ref)
+    if len(outs) != len(refs):
+        return {"passed": False, "error": f"{len(outs)} outputs, reference has {len(refs)}",
+                "rel_l2": math.inf, "max_abs": math.inf}
+    results = [compare(o, r, tol) for o, r in zip(outs, refs)]
+    worst = {"rel_l2": max(r["rel_l2"] for r in results), "max_abs": max(r["max_abs"] for r in results)}
+    failed = [f"output {i}: {r['error']}" for i, r in enumerate(results) if not r["passed"]]
+    return {"passed": not failed, "error": "; ".join(failed), **worst}

@@ -1,0 +1,88 @@
+"""One (case, backend) measurement: probe, gate on fresh inputs, then time. Returns a result row."""
+from __future__ import annotations
+
+import math
+import traceback
+from typing import Any, Mapping
+
+from repro.experiment import Backend, Experiment
+from repro.gate import default_check, poison_outputs
+from repro.timer import L2Flusher, time_cuda
+
+
+def _tolerance(settings: Mapping, dtype: str) -> dict:
+    tol = settings["tolerance"]
+    if dtype not in tol:
+        raise ValueError(f"no tolerance configured for dtype {dtype!r} (known: {', '.join(tol)})")
+    return dict(tol[dtype])
+
+
+def _gate(exp: Experiment, backend: Backend, case: dict, settings: Mapping, device: str):
+    """Run the correctness trials; returns (fn, inputs, figures) for timing, figures['passed'] telling."""
+    import torch
+
+    tol = _tolerance(settings, str(case.get("dtype", exp.flops_dtype(case))))
+    worst = {"passed": True, "error": "", "rel_l2": 0.0, "max_abs": 0.0}
+    fn = inputs = None
+    for trial in range(max(1, int(settings["correctness_trials"]))):
+        fn = inputs = None  # free the previous trial's buffers first
+        inputs = exp.make_inputs(case, int(settings["seed"]) + trial, device)
+        ref = exp.reference(case, inputs)
+        fn = backend.build(case, inputs)
+        poison_outputs(inputs)
+        out = fn()
+        torch.cuda.synchronize()
+        figures = exp.check(case, inputs, out, ref) if exp.check else default_check(out, ref, tol)
+        del out, ref
+        worst["rel_l2"] = max(worst["rel_l2"], figures.get("rel_l2", 0.0))
+        worst["max_abs"] = max(worst["max_abs"], figures.get("max_abs", 0.0))
+        if not figures["passed"]:
+            return fn, inputs, {**worst, "passed": False, "error": f"trial {trial}: {figures['error']}"}
+    return fn, inputs, worst
+
+
+def _throughput(exp: Experiment, case: dict, ms: float, hw: Mapping) -> dict:
+    tflops = exp.flops(case) / (ms * 1e-3) / 1e12
+    gbps = exp.bytes(case) / (ms * 1e-3) / 1e9
+    peak = hw.get("peak_tflops", {}).get(exp.flops_dtype(case))
+    tf_frac = tflops / peak if peak else math.nan
+    bw_frac = gbps / (hw["hbm_tbps"] * 1e3) if hw.get("hbm_tbps") else math.nan
+    # Roofline fraction: the lower bound max(flops/peak, bytes/bandwidth) over the measured time.
+    roof = max(x for x in (tf_frac, bw_frac, 0.0) if not math.isnan(x))
+    return {"tflops": tflops, "gbps": gbps, "tflops_frac": tf_frac, "bw_frac": bw_frac, "roofline_frac": roof}
+
+
+def measure(exp: Experiment, backend: Backend, case: dict, settings: Mapping, hw: Mapping,
+            flusher: L2Flusher | None = None, device: str = "cuda") -> dict[str, Any]:
+    """Never raises for a backend's own failure: the row's status says what happened."""
+    reason = backend.probe()
+    if reason is None and hw.get("vendor") not in backend.vendors:
+        reason = f"not available on {hw.get('vendor')} hardware"
+    if reason is None and backend.name in hw.get("backends_unavailable", []):
+        reason = f"not available on {hw.get('name')}"
+    if reason:
+        return {"status": "skipped", "error": f"skipped: {reason}"}
+    import torch
+
+    try:
+        fn, inputs, figures = _gate(exp, backend, case, settings, device)
+        row = {"rel_l2": figures["rel_l2"], "max_abs": figures["max_abs"]}
+        if not figures["passed"]:
+            return {**row, "status": "incorrect", "error": figures["error"]}
+        if not backend.timed:
+            return {**row, "status": "ok", "error": "reference only: not timed"}
+        timing = time_cuda(fn, warmup_ms=settings["warmup_ms"], rep_ms=settings["rep_ms"],
+                           min_reps=settings["min_reps"], max_reps=settings["max_reps"],
+                           flush_l2=settings["flush_l2"], cuda_graph=settings["cuda_graph"], flusher=flusher)
+        del fn, inputs
+        return {**row, "status": "ok", "median_ms": timing.median_ms, "p25_ms": timing.p25_ms,
+                "p75_ms": timing.p75_ms, "min_ms": timing.min_ms, "reps": timing.reps,
+                **_throughput(exp, case, timing.median_ms, hw)}
+    except torch.cuda.OutOfMemoryError as exc:
+        return {"status": "oom", "error": f"out of memory: {str(exc).splitlines()[0][:300]}"}
+    except Exception as exc:
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
+        return {"status": "error", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}{where}"}
+    finally:
+        torch.cuda.empty_cache()

@@ -1,0 +1,188 @@
+"""Checking one part of a claim: speedups on measured rows, code-line counts, builds, runs."""
+from __future__ import annotations
+
+import pandas as pd
+
+from repro.report.claims import (NOT_MEASURED, NOT_SUPPORTED, PARTLY, SUPPORTED, PartResult, combine,
+                                 grade, select_rows, statistic, status_counts)
+from repro.report.load import Results
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _label(keys: list[str], values) -> str:
+    values = values if isinstance(values, tuple) else (values,)
+    return " ".join(f"{k}={v}" for k, v in zip(keys, values))
+
+
+def filter_cases(rows: pd.DataFrame, where: str | None) -> pd.DataFrame:
+    """Apply a pandas query over case parameters; a query naming a missing parameter selects nothing."""
+    if not where or rows.empty:
+        return rows
+    try:
+        return rows.query(where, engine="python")
+    except (KeyError, NameError, pd.errors.UndefinedVariableError):
+        return rows.iloc[0:0]
+
+
+def pair_speedups(rows: pd.DataFrame, backend: str, baselines: list[str]):
+    """(speedups per case, the baseline used, subject rows); speedup = baseline time / backend time."""
+    ok = rows[rows["status"] == "ok"]
+    subject = ok[ok["backend"] == backend][["case", "median_ms", "run_id"]]
+    for baseline in baselines:
+        base = ok[ok["backend"] == baseline][["case", "median_ms", "run_id"]]
+        if not base.empty:
+            paired = subject.merge(base, on="case", suffixes=("", "_base")).dropna(subset=["median_ms"])
+            paired = paired[(paired["median_ms"] > 0) & (paired["median_ms_base"] > 0)]
+            paired["speedup"] = paired["median_ms_base"] / paired["median_ms"]
+            return paired, baseline
+    return subject.iloc[0:0].assign(speedup=[]), None
+
+
+def _missing_reason(rows: pd.DataFrame, backend: str, baselines: list[str], hw: str) -> str:
+    parts = []
+    for name in [backend] + baselines:
+        mine = rows[rows["backend"] == name]
+        parts.append(f"{name}: {status_counts(mine)}")
+    return f"{hw}: no case measured by both {backend} and {' or '.join(baselines)} ({'; '.join(parts)})"
+
+
+def _grouped(paired: pd.DataFrame, rows: pd.DataFrame, part: dict) -> tuple[list[str], list[str]]:
+    """Per-group statistics: (groups meeting the `supported` threshold, one line per group)."""
+    keys = [k for k in _as_list(part.get("group_by")) if k in rows]
+    if not keys or paired.empty:
+        return [], []
+    params = rows.drop_duplicates("case").set_index("case")[keys]
+    joined = paired.join(params, on="case")
+    holding, lines = [], []
+    for values, group in joined.groupby(keys, sort=True):
+        value = statistic(group["speedup"], part.get("statistic", "geomean"))
+        label = _label(keys, values)
+        lines.append(f"{label}: {value:.2f}x over {len(group)} cases")
+        if value >= float(part["supported"]):
+            holding.append(label)
+    return holding, lines
+
+
+def _speedup_on(rows: pd.DataFrame, hw: str, part: dict) -> PartResult:
+    backend, baselines = part.get("backend", "tilelang"), _as_list(part.get("baseline"))
+    stat_name, threshold = part.get("statistic", "geomean"), float(part["supported"])
+    paired, used = pair_speedups(rows, backend, baselines)
+    if paired.empty:
+        return PartResult(part["name"], NOT_MEASURED, "", [_missing_reason(rows, backend, baselines, hw)])
+    value = statistic(paired["speedup"], stat_name)
+    verdict = grade(value, threshold, part.get("partly"))
+    holding, group_lines = _grouped(paired, rows, part)
+    if group_lines and 0 < len(holding) < len(group_lines):
+        verdict = PARTLY
+    elif group_lines and not holding and verdict == SUPPORTED:
+        verdict = PARTLY
+    numbers = (f"{hw}: {stat_name} {value:.2f}x vs {used} over {len(paired)} cases "
+               f"(min {paired['speedup'].min():.2f}x, max {paired['speedup'].max():.2f}x; "
+               f"needs >= {threshold:.2f}x)")
+    details = [f"holds for {', '.join(holding)}"] if holding and verdict == PARTLY else []
+    details += group_lines
+    wrong = rows[(rows["backend"] == backend) & (rows["status"] == "incorrect")]
+    if len(wrong):
+        details.append(f"{len(wrong)} {backend} cases fail the correctness gate and are excluded")
+        verdict = PARTLY if verdict == SUPPORTED else verdict
+    runs = sorted(set(paired["run_id"]) | set(paired["run_id_base"]))
+    return PartResult(part["name"], verdict, numbers, details, runs)
+
+
+def speedup_part(part: dict, results: Results, figures: dict) -> PartResult:
+    frame = results.rows(part["experiment"])
+    wanted = _as_list(part.get("hardware"))
+    present = [hw for hw in wanted if not frame.empty and (frame["hardware"] == hw).any()]
+    if not present:
+        return PartResult(part["name"], NOT_MEASURED, "",
+                          [f"no {part['experiment']} results on {' or '.join(wanted)}"])
+    outcomes = []
+    for hw in present:
+        rows = filter_cases(frame[frame["hardware"] == hw], part.get("where"))
+        outcome = _speedup_on(rows, hw, part)
+        manifests = [results.manifests[(hw, r)]["_path"] for r in outcome.evidence if (hw, r) in results.manifests]
+        csv = sorted(set(frame.loc[frame["hardware"] == hw, "csv"]))
+        outcome.evidence = csv + figures.get((part.get("figure", part["experiment"]), hw), []) + manifests
+        outcomes.append(outcome)
+    return PartResult(
+        part["name"], combine([o.verdict for o in outcomes]),
+        "; ".join(o.numbers for o in outcomes if o.numbers),
+        [d for o in outcomes for d in o.details], [e for o in outcomes for e in o.evidence],
+    )
+
+
+def _counted(part: dict, results: Results, key: str) -> tuple[pd.DataFrame, str]:
+    """Rows of loc.csv selected by `part[key]` that carry a count, or the reason there are none."""
+    loc = results.side.get("loc")
+    if loc is None:
+        return pd.DataFrame(), "results/loc.csv is absent"
+    rows = select_rows(loc, part.get(key, {}))
+    if rows.empty:
+        return rows, f"no row of loc.csv matches {part.get(key)}"
+    counted = pd.to_numeric(rows.get("code_lines"), errors="coerce")
+    status = rows.get("status", pd.Series("ok", index=rows.index)).fillna("ok").astype(str)
+    good = rows[counted.notna() & status.isin(["ok", "counted", ""])]
+    if good.empty:
+        return good, "matching loc.csv rows are not counted (" + status_counts(rows.assign(status=status)) + ")"
+    return good.assign(code_lines=counted[good.index].astype(int)), ""
+
+
+def _names(rows: pd.DataFrame) -> str:
+    cols = [c for c in ("implementation", "function") if c in rows]
+    return ", ".join(
+        " ".join(str(r[c]) for c in cols if str(r[c]) not in ("", "nan")) + f" = {r['code_lines']}"
+        for _, r in rows.sort_values(cols).iterrows()
+    )
+
+
+def loc_budget_part(part: dict, results: Results) -> PartResult:
+    rows, why = _counted(part, results, "select")
+    evidence = ["results/loc.csv"] if "loc" in results.side else []
+    evidence = sorted(set(results.side["loc"]["csv"])) if "loc" in results.side else evidence
+    if rows.empty:
+        return PartResult(part["name"], NOT_MEASURED, "", [why], evidence)
+    if "budget_min" in part:
+        value, ok = int(rows["code_lines"].min()), rows["code_lines"].min() >= part["budget_min"]
+        rule = f">= {part['budget_min']}"
+    else:
+        value, ok = int(rows["code_lines"].max()), rows["code_lines"].max() <= part["budget"]
+        rule = f"<= {part['budget']}"
+    numbers = f"{value} code lines (needs {rule}): {_names(rows)}"
+    return PartResult(part["name"], SUPPORTED if ok else NOT_SUPPORTED, numbers, [], evidence)
+
+
+def loc_ratio_part(part: dict, results: Results) -> PartResult:
+    mine, why_mine = _counted(part, results, "select")
+    base, why_base = _counted(part, results, "baseline_select")
+    evidence = sorted(set(results.side["loc"]["csv"])) if "loc" in results.side else []
+    if mine.empty or base.empty:
+        return PartResult(part["name"], NOT_MEASURED, "", [w for w in (why_mine, why_base) if w], evidence)
+    # Conservative: the smallest baseline against the largest of ours.
+    ratio = base["code_lines"].min() / max(1, mine["code_lines"].max())
+    verdict = grade(ratio, float(part["supported"]), part.get("partly", 1.0))
+    numbers = (f"{ratio:.1f}x fewer code lines (needs >= {float(part['supported']):.1f}x): "
+               f"{_names(mine)} vs {_names(base)}")
+    return PartResult(part["name"], verdict, numbers, [], evidence)
+
+
+def evaluate_part(part: dict, results: Results, figures: dict) -> PartResult:
+    from repro.report.claim_checks import builds_part, runs_part
+
+    kind = part.get("kind")
+    if kind == "speedup":
+        return speedup_part(part, results, figures)
+    if kind == "loc_budget":
+        return loc_budget_part(part, results)
+    if kind == "loc_ratio":
+        return loc_ratio_part(part, results)
+    if kind == "builds":
+        return builds_part(part, results)
+    if kind == "runs":
+        return runs_part(part, results)
+    raise ValueError(f"claim part {part.get('name')!r}: unknown kind {kind!r} "
+                     "(speedup, loc_budget, loc_ratio, builds, runs)")

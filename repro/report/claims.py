@@ -1,0 +1,104 @@
+"""The claims ledger: a verdict per claim, computed from measured rows by the rules in configs/claims.yaml.
+
+Only rows with status "ok" count as evidence. Published ("reported") rows are third-party numbers
+and never decide a verdict; missing results give `not measured` with the reason.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from repro.report.load import Results
+
+SUPPORTED, PARTLY, NOT_SUPPORTED, NOT_MEASURED = "supported", "partly supported", "not supported", "not measured"
+VERDICTS = (SUPPORTED, PARTLY, NOT_SUPPORTED, NOT_MEASURED)
+
+
+@dataclass
+class PartResult:
+    name: str
+    verdict: str
+    numbers: str  # the key figures, one line
+    details: list[str] = field(default_factory=list)  # where it holds, what is missing
+    evidence: list[str] = field(default_factory=list)  # paths relative to the results root's parent
+
+
+@dataclass
+class ClaimResult:
+    id: str
+    statement: str
+    source: str
+    hardware_named: str
+    verdict: str
+    parts: list[PartResult]
+
+    @property
+    def where(self) -> str:
+        """One line saying which parts hold, for `partly supported` and the summary table."""
+        return "; ".join(f"{p.name}: {p.verdict}" for p in self.parts)
+
+
+def combine(verdicts: list[str]) -> str:
+    """All supported -> supported; none measured -> not measured; all measured fail -> not supported."""
+    measured = [v for v in verdicts if v != NOT_MEASURED]
+    if not measured:
+        return NOT_MEASURED
+    if len(measured) == len(verdicts) and all(v == SUPPORTED for v in measured):
+        return SUPPORTED
+    if all(v == NOT_SUPPORTED for v in measured):
+        return NOT_SUPPORTED
+    return PARTLY
+
+
+def grade(value: float, supported: float, partly: float | None) -> str:
+    if value >= supported:
+        return SUPPORTED
+    if partly is not None and value >= partly:
+        return PARTLY
+    return NOT_SUPPORTED
+
+
+def statistic(values: pd.Series, name: str) -> float:
+    if name == "geomean":
+        return float(math.exp(values.map(math.log).mean()))
+    if name in ("min", "median", "max", "mean"):
+        return float(getattr(values, name)())
+    raise ValueError(f"unknown statistic {name!r}: use geomean, min, median, max or mean")
+
+
+def status_counts(rows: pd.DataFrame) -> str:
+    counts = rows["status"].value_counts().sort_index()
+    return ", ".join(f"{n} {status}" for status, n in counts.items()) or "no rows"
+
+
+def select_rows(frame: pd.DataFrame, patterns: dict) -> pd.DataFrame:
+    """Rows whose columns match every regex in `patterns` (a missing column matches nothing)."""
+    mask = pd.Series(True, index=frame.index)
+    for column, pattern in sorted(patterns.items()):
+        if column not in frame:
+            return frame.iloc[0:0]
+        mask &= frame[column].fillna("").astype(str).map(lambda text: re.search(pattern, text) is not None)
+    return frame[mask]
+
+
+def evaluate_claim(claim_id: str, rule: dict, results: Results, figures: dict) -> ClaimResult:
+    from repro.report.claim_parts import evaluate_part  # one module per job: parts live there
+
+    parts = [evaluate_part(part, results, figures) for part in rule.get("parts", [])]
+    return ClaimResult(
+        id=claim_id,
+        statement=str(rule.get("statement", "")),
+        source=str(rule.get("source", "")),
+        hardware_named=str(rule.get("hardware_named", "")),
+        verdict=combine([p.verdict for p in parts]) if parts else NOT_MEASURED,
+        parts=parts,
+    )
+
+
+def evaluate(rules: dict, results: Results, figures: dict | None = None) -> list[ClaimResult]:
+    """Every claim in `rules["claims"]`, in id order."""
+    claims = rules.get("claims", {})
+    return [evaluate_claim(cid, claims[cid], results, figures or {}) for cid in sorted(claims)]

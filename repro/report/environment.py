@@ -1,0 +1,96 @@
+"""The environment appendix, and the hardware/date labels that captions take from the manifests."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from repro.report.load import Results
+from repro.report.render import latex_escape, latex_table, markdown_table, relative, write
+
+# Manifest fields shown first (when present, by any of these flattened names); the rest follow sorted.
+KNOWN_FIELDS = [
+    ("GPU", r"^(gpu(\.|_)?name|gpu|device(\.|_)name|gpus?\.0\.name)$"),
+    ("GPU count", r"^(gpu(\.|_)?count|num_gpus|device_count|gpus?\.count)$"),
+    ("Driver", r"driver"),
+    ("CUDA / ROCm", r"^(cuda|cuda_version|torch\.cuda|rocm|hip)"),
+    ("torch", r"^(torch|torch_version|versions?\.torch)$"),
+    ("triton", r"^(triton|versions?\.triton)$"),
+    ("tilelang", r"^(tilelang|versions?\.tilelang)$"),
+    ("Clocks", r"clock"),
+    ("Commit", r"^(git(\.|_)?commit|commit)"),
+    ("Dirty tree", r"dirty"),
+    ("Timestamp", r"^(timestamp|started(_at)?|date|time)$"),
+]
+
+
+def flatten(value, prefix: str = "") -> dict[str, str]:
+    """Nested manifest -> {"a.b": "text"}; lists are indexed."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return {prefix: str(value)}
+    flat: dict[str, str] = {}
+    for key, item in items:
+        if str(key).startswith("_"):
+            continue
+        flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def field(manifest: dict, label: str) -> str:
+    pattern = dict(KNOWN_FIELDS)[label]
+    flat = flatten(manifest)
+    return next((flat[k] for k in sorted(flat) if re.search(pattern, k, re.IGNORECASE)), "")
+
+
+def run_dates(results: Results, hardware: str) -> list[str]:
+    """The YYYY-MM-DD dates of the runs on one hardware, from their manifests (never the clock)."""
+    dates = set()
+    for (hw, _), manifest in results.manifests.items():
+        found = re.search(r"\d{4}-\d{2}-\d{2}", field(manifest, "Timestamp")) if hw == hardware else None
+        if found:
+            dates.add(found.group(0))
+    return sorted(dates)
+
+
+def hardware_label(results: Results, hardware: str) -> str:
+    """'h100 (NVIDIA H100 80GB HBM3), runs of 2026-11-25' for captions and titles."""
+    names = sorted({field(m, "GPU") for (hw, _), m in results.manifests.items() if hw == hardware} - {""})
+    dates = run_dates(results, hardware)
+    text = hardware + (f" ({', '.join(names)})" if names else "")
+    if dates:
+        text += ", runs of " + (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}")
+    else:
+        text += ", run date unknown (no manifest)"
+    return text
+
+
+def appendix_rows(results: Results) -> tuple[list[str], list[list[str]]]:
+    """One column per run (hardware / run id), one row per field: the known ones first."""
+    runs = sorted(results.manifests)
+    header = ["Field"] + [f"{hw} / {run}" for hw, run in runs]
+    flats = [flatten(results.manifests[r]) for r in runs]
+    rows = [[label] + [field(results.manifests[r], label) for r in runs] for label, _ in KNOWN_FIELDS]
+    rows = [row for row in rows if any(row[1:])]
+    shown = {k for flat in flats for k in flat if any(re.search(p, k, re.I) for _, p in KNOWN_FIELDS)}
+    for key in sorted({k for flat in flats for k in flat} - shown):
+        rows.append([key] + [flat.get(key, "") for flat in flats])
+    return header, rows
+
+
+def write_environment(results: Results, out: Path) -> list[Path]:
+    header, rows = appendix_rows(results)
+    intro = ("Every run writes a manifest next to its results (`results/<hardware>/env-<run_id>.json`). "
+             "This appendix lists them field by field.")
+    if not results.manifests:
+        md = "# Environment\n\nNo run manifests under results/ yet: nothing has been measured.\n"
+        tex = "No run manifests under \\texttt{results/} yet: nothing has been measured.\n"
+    else:
+        links = "\n".join(f"- [{m['_path']}]({relative(m['_path'], results.root.parent, out)})"
+                          for _, m in sorted(results.manifests.items()))
+        md = f"# Environment\n\n{intro}\n\n{markdown_table(header, rows)}\n\nManifests:\n\n{links}\n"
+        tex = latex_escape(intro) + "\n\n" + latex_table(header, rows, "Run manifests.", "tab:environment",
+                                                       wrap_first=False)
+    return [write(out / "environment.md", md), write(out / "environment.tex", tex)]

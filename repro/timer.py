@@ -1,0 +1,109 @@
+"""The one timer every backend goes through: device events, warm-up, L2 flush, robust statistics."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+    min_ms: float
+    max_ms: float
+    reps: int
+
+    @property
+    def iqr_ms(self) -> float:
+        return self.p75_ms - self.p25_ms
+
+
+def quantile(sorted_samples: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile of already sorted samples (numpy's default method)."""
+    if not sorted_samples:
+        raise ValueError("no samples")
+    pos = q * (len(sorted_samples) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_samples) - 1)
+    return sorted_samples[lo] + (sorted_samples[hi] - sorted_samples[lo]) * (pos - lo)
+
+
+def summarize(samples_ms: Sequence[float]) -> Timing:
+    s = sorted(float(x) for x in samples_ms)
+    if not s:
+        raise ValueError("no timing samples")
+    return Timing(statistics.median(s), quantile(s, 0.25), quantile(s, 0.75), s[0], s[-1], len(s))
+
+
+def rep_count(estimate_ms: float, rep_ms: float, min_reps: int, max_reps: int) -> int:
+    """Enough repetitions to fill about `rep_ms` of device time, within [min_reps, max_reps]."""
+    if estimate_ms <= 0:
+        return max_reps
+    return max(min_reps, min(max_reps, int(rep_ms / estimate_ms)))
+
+
+class L2Flusher:
+    """Writes a buffer larger than the L2 cache so that every repetition starts cold."""
+
+    def __init__(self, device: str = "cuda", megabytes: int = 256):
+        import torch
+
+        self._buf = torch.empty(megabytes * (1 << 20) // 4, dtype=torch.int32, device=device)
+
+    def __call__(self) -> None:
+        self._buf.zero_()
+
+
+def _graph_of(fn: Callable[[], object]):
+    """Capture fn in a CUDA graph (after a warm-up on a side stream, as PyTorch requires)."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def time_cuda(fn: Callable[[], object], *, warmup_ms: float = 25, rep_ms: float = 200, min_reps: int = 10,
+              max_reps: int = 200, flush_l2: bool = True, cuda_graph: bool = False,
+              flusher: L2Flusher | None = None) -> Timing:
+    """Median device time of fn() over repetitions, each bracketed by its own pair of events.
+
+    The flush runs before the start event, so it is never part of a sample. With cuda_graph, fn is
+    captured once and its replays are timed: launch overhead drops out for small kernels.
+    """
+    import torch
+
+    call = _graph_of(fn) if cuda_graph else fn
+    flush = (flusher or L2Flusher()) if flush_l2 else (lambda: None)
+    # Warm-up: module loading, autotuners and lazy init stay out of the samples.
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    call()
+    torch.cuda.synchronize()
+    start.record()
+    n_warm = 0
+    while True:
+        call()
+        n_warm += 1
+        end.record()
+        end.synchronize()
+        if start.elapsed_time(end) >= warmup_ms or n_warm >= 1000:
+            break
+    estimate = start.elapsed_time(end) / n_warm
+    reps = rep_count(estimate, rep_ms, min_reps, max_reps)
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for i in range(reps):
+        flush()
+        starts[i].record()
+        call()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return summarize([s.elapsed_time(e) for s, e in zip(starts, ends)])

@@ -1,0 +1,106 @@
+"""Every override is checked before any GPU work; errors name the key and the allowed values."""
+from __future__ import annotations
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from repro.experiment import Experiment, known_experiments
+from repro.hardware import profile_names
+
+
+class ConfigError(ValueError):
+    """A bad override or config value, reported before anything runs."""
+
+
+def _positive_int(key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value!r}: must be a positive integer")
+    return value
+
+
+def check_bench(bench: DictConfig) -> None:
+    for key in ("warmup_ms", "rep_ms"):
+        v = bench.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key == "rep_ms" and v == 0):
+            raise ConfigError(f"bench.{key}={v!r}: must be a number > 0")
+    for key in ("min_reps", "max_reps", "correctness_trials"):
+        _positive_int(f"bench.{key}", bench.get(key))
+    if bench.max_reps < bench.min_reps:
+        raise ConfigError(f"bench.max_reps={bench.max_reps} is below bench.min_reps={bench.min_reps}")
+    for key in ("flush_l2", "cuda_graph", "isolate"):
+        if not isinstance(bench.get(key), bool):
+            raise ConfigError(f"bench.{key}={bench.get(key)!r}: must be true or false")
+    if bench.timer not in ("cuda_events",):
+        raise ConfigError(f"bench.timer={bench.timer!r}: allowed values: cuda_events")
+    timeout = bench.get("timeout_s")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(f"bench.timeout_s={timeout!r}: must be a number of seconds > 0")
+    for dtype, tol in bench.tolerance.items():
+        for k in ("rel_l2", "max_abs_rel"):
+            if not isinstance(tol.get(k), (int, float)) or tol.get(k) <= 0:
+                raise ConfigError(f"bench.tolerance.{dtype}.{k}={tol.get(k)!r}: must be a number > 0")
+
+
+def check_names(cfg: DictConfig, exp: Experiment) -> list[str]:
+    """The selected backends, each one the experiment registers."""
+    backends = cfg.get("backends")
+    if backends is None:
+        return exp.backend_names
+    if isinstance(backends, str):
+        backends = [backends]
+    if not isinstance(backends, (list, ListConfig)) or not backends:
+        raise ConfigError(f"backends={backends!r}: give a list, e.g. backends=[{exp.backend_names[0]}]")
+    unknown = [b for b in backends if b not in exp.backend_names]
+    if unknown:
+        raise ConfigError(f"backends: unknown backend(s) {unknown} for experiment {exp.name}; "
+                          f"allowed: {', '.join(exp.backend_names)}")
+    return list(backends)
+
+
+def check_dtypes(cfg: DictConfig) -> None:
+    allowed = list(cfg.get("dtypes_supported") or [])
+    chosen = [cfg.dtype] if cfg.get("dtype") is not None else list(cfg.get("dtypes") or [])
+    bad = [d for d in chosen if d not in allowed]
+    if bad:
+        key = "dtype" if cfg.get("dtype") is not None else "dtypes"
+        raise ConfigError(f"{key}: unsupported dtype {bad[0]!r} for this experiment; allowed: {', '.join(allowed)}")
+
+
+def selected_dtypes(cfg: DictConfig) -> list[str]:
+    """`dtype=bf16` narrows the experiment's `dtypes` list to one."""
+    return [cfg.dtype] if cfg.get("dtype") is not None else list(cfg.dtypes)
+
+
+def validate(cfg: DictConfig, exp: Experiment) -> tuple[list[str], list[dict]]:
+    """Check the whole config; return (backends, cases). Raises ConfigError."""
+    check_bench(cfg.bench)
+    hw = cfg.hardware.name
+    if hw not in ["auto", *profile_names()]:
+        raise ConfigError(f"hardware={hw!r}: allowed values: auto, {', '.join(profile_names())}")
+    backends = check_names(cfg, exp)
+    check_dtypes(cfg)
+    try:
+        cases = exp.cases(cfg)
+        for case in cases:
+            if exp.validate_case:
+                exp.validate_case(case)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"experiment {exp.name}: {exc}") from exc
+    if not cases:
+        raise ConfigError(f"experiment {exp.name}: the overrides select no case")
+    return backends, cases
+
+
+def check_experiment_name(name) -> None:
+    if name not in known_experiments():
+        raise ConfigError(f"experiment={name!r}: unknown; allowed: {', '.join(known_experiments())}")
+
+
+def settings_of(cfg: DictConfig) -> dict:
+    """The plain dict a measurement needs (also what a child process receives)."""
+    bench = OmegaConf.to_container(cfg.bench, resolve=True)
+    tol = dict(bench.pop("tolerance"))
+    for dtype, override in (OmegaConf.to_container(cfg.get("tolerance") or {}, resolve=True)).items():
+        tol[dtype] = {**tol.get(dtype, {}), **override}
+    return {**bench, "tolerance": tol}
