@@ -3,8 +3,8 @@
 logits[t, j] = k_scale[j] * sum_h w[t, h] * relu(q[t, h] . k[j])   for start[t] <= j < end[t]
 logits[t, j] = -inf                                                 elsewhere
 
-One CTA owns `block_Q` queries (block_Q * 64 rows of q stay in shared memory) and walks the kv
-blocks that the union of their ranges touches: an fp8 wgmma gives the [block_N, block_Q * 64]
+One CTA owns `block_Q` queries (block_Q * 64 rows of q stay in shared memory) and walks its share
+(1 of `kv_splits`, for decode) of the kv blocks that the union of their ranges touches: an fp8 wgmma gives the [block_N, block_Q * 64]
 scores, relu and the head weights are applied in registers, and the head sum collapses them to
 [block_N, block_Q]. The per-key scale is applied after the head sum (it factors out of it), read
 straight from global memory in the epilogue: a register copy would live in the producer warps.
@@ -21,8 +21,8 @@ FP8 = "float8_e4m3"
 PASS_CONFIGS = {"tl.enable_fast_math": True}
 
 
-def lightning_indexer(heads: int = 64, dim: int = 128, block_N: int = 256, block_Q: int = 2,
-                      num_stages: int = 2, threads: int = 512, policy: str = "FullRow"):
+def lightning_indexer(heads: int = 64, dim: int = 128, block_N: int = 128, block_Q: int = 2,
+                      num_stages: int = 2, threads: int = 256, policy: str = "FullRow", kv_splits: int = 1):
     """Builder: Q fp8 [t*heads, dim], K fp8 [s, dim], KScale fp32 [s], W fp32 [t, heads],
     Starts/Ends int32 [t] -> Logits fp32 [t, s] (an output)."""
     t, s = T.dynamic("t"), T.dynamic("s")
@@ -31,10 +31,10 @@ def lightning_indexer(heads: int = 64, dim: int = 128, block_N: int = 256, block
 
     @T.prim_func
     def main(Q: T.Tensor([t * heads, dim], FP8), K: T.Tensor([s, dim], FP8),
-             KScale: T.Tensor([s], "float32"), W: T.Tensor([t, heads], "float32"),
-             Starts: T.Tensor([t], "int32"), Ends: T.Tensor([t], "int32"),
-             Logits: T.Tensor([t, s], "float32")):
-        with T.Kernel(T.ceildiv(t, block_Q), threads=threads) as bx:
+             KScale: T.Tensor([s], T.float32), W: T.Tensor([t, heads], T.float32),
+             Starts: T.Tensor([t], T.int32), Ends: T.Tensor([t], T.int32),
+             Logits: T.Tensor([t, s], T.float32)):
+        with T.Kernel(T.ceildiv(t, block_Q), kv_splits, threads=threads) as (bx, by):
             q_shared = T.alloc_shared([rows, dim], FP8)
             k_shared = T.alloc_shared([block_N, dim], FP8)
             w = T.alloc_fragment([block_Q, heads], "float32")
@@ -57,8 +57,11 @@ def lightning_indexer(heads: int = 64, dim: int = 128, block_N: int = 256, block
                 if start[i] < end[i]:
                     lo = T.min(lo, start[i])
                     hi = T.max(hi, end[i])
-            first = lo // block_N
-            count = T.max(T.ceildiv(hi, block_N) - first, 1)  # >= 1 so the q load is always awaited
+            total = T.ceildiv(hi, block_N) - lo // block_N  # kv blocks in the union of the ranges
+            per_split = T.ceildiv(T.max(total, 1), kv_splits)
+            first = lo // block_N + by * per_split
+            # >= 1 so that the q load is always awaited; a spare block rewrites equal values
+            count = T.max(T.min(per_split, total - by * per_split), 1)
             for n in T.Pipelined(count, num_stages=num_stages):
                 k0 = (first + n) * block_N
                 T.copy(K[k0:k0 + block_N, :], k_shared)
@@ -71,21 +74,46 @@ def lightning_indexer(heads: int = 64, dim: int = 128, block_N: int = 256, block
                     if q0 + i < t and k0 + j < s:
                         inside = start[i] <= k0 + j and k0 + j < end[i]
                         Logits[q0 + i, k0 + j] = T.if_then_else(inside, logits[j, i] * KScale[k0 + j], neg_inf)
-            for n in T.serial(T.ceildiv(s, block_N)):
-                if n < first or n >= first + count:
+            for n in T.serial(T.ceildiv(T.ceildiv(s, block_N), kv_splits)):
+                blk = n * kv_splits + by
+                if blk < lo // block_N or blk >= lo // block_N + total:
                     for i, j in T.Parallel(block_Q, block_N):
-                        if q0 + i < t and n * block_N + j < s:
-                            Logits[q0 + i, n * block_N + j] = neg_inf
+                        if q0 + i < t and blk * block_N + j < s:
+                            Logits[q0 + i, blk * block_N + j] = neg_inf
 
     return main
 
 
+# Schedules a GPU search may pick from (`experiments/dsa_indexer.py`); the first is the default.
+# 256 threads = two consumer warpgroups of 64 kv rows each (168 registers, no spills on sm_90a);
+# 512 threads with 256-row blocks run out of registers (96 a thread) and spill in the epilogue.
+CANDIDATES = (
+    {"block_N": 128, "block_Q": 2, "num_stages": 2, "threads": 256},
+    {"block_N": 128, "block_Q": 4, "num_stages": 2, "threads": 256},
+    {"block_N": 128, "block_Q": 2, "num_stages": 3, "threads": 256},
+    {"block_N": 256, "block_Q": 2, "num_stages": 2, "threads": 512},
+)
+
+
 @functools.lru_cache(maxsize=None)
-def indexer_knobs(heads: int, dim: int) -> dict:
-    """128 q rows per CTA (two queries of 64 heads) fill one wgmma N; four warpgroups take
-    64 kv rows each, so the head sum never leaves a warpgroup."""
-    return {"block_N": 256, "block_Q": max(128 // heads, 1), "num_stages": 2, "threads": 512,
-            "policy": "FullRow"}
+def indexer_knobs(heads: int, dim: int, t: int, s: int, sms: int = 132, choice: int = 0) -> dict:
+    """A candidate schedule (two queries of 64 heads fill one wgmma N of 128; each consumer
+    warpgroup owns 64 kv rows, so the head sum never leaves a warpgroup), plus the kv split:
+    few queries (decode) leave most SMs idle, so the kv blocks are then shared out over CTAs
+    (a power of two, >= 4 blocks each)."""
+    knobs = {**CANDIDATES[choice], "policy": "FullRow"}
+    knobs["block_Q"] = max(knobs["block_Q"] * 64 // heads, 1)
+    q_blocks, kv_blocks = -(-t // knobs["block_Q"]), -(-s // knobs["block_N"])
+    splits = 1
+    while q_blocks * splits < 2 * sms and splits * 2 * 4 <= kv_blocks:
+        splits *= 2
+    return {**knobs, "kv_splits": splits}
+
+
+def _sm_count(device) -> int:
+    import torch
+
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
 
 
 def validate(q, k, k_scale, weights, starts, ends) -> None:
@@ -105,13 +133,14 @@ def validate(q, k, k_scale, weights, starts, ends) -> None:
             raise ValueError(f"{name} must be int32 [{t}], got {v.dtype} {tuple(v.shape)}")
 
 
-def dsa_indexer(q, k, k_scale, weights, starts, ends, out=None, **knobs):
-    """fp32 logits [t, s] of the lightning indexer (-inf outside each query's [start, end))."""
+def dsa_indexer(q, k, k_scale, weights, starts, ends, out=None, choice: int = 0, **knobs):
+    """fp32 logits [t, s] of the lightning indexer (-inf outside each query's [start, end)).
+    `choice` picks a CANDIDATES schedule; keyword knobs override single values."""
     import torch
 
     validate(q, k, k_scale, weights, starts, ends)
     t, heads, dim = q.shape
-    params = {**indexer_knobs(heads, dim), **knobs}
+    params = {**indexer_knobs(heads, dim, t, k.shape[0], _sm_count(q.device), choice), **knobs}
     kernel = compile_kernel(lightning_indexer, heads, dim, pass_configs=PASS_CONFIGS, **params)
     if out is None:
         out = torch.empty(t, k.shape[0], dtype=torch.float32, device=q.device)

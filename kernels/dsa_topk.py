@@ -45,8 +45,8 @@ def topk_selector(topk: int = 2048, threads: int = 1024, radix_bits: int = 11):
         return (T.cast(key, "uint64") << INDEX_BITS) | T.cast(max_index - j, "uint64")
 
     @T.prim_func
-    def main(Logits: T.Tensor([t, s], "float32"), Starts: T.Tensor([t], "int32"),
-             Ends: T.Tensor([t], "int32"), Indices: T.Tensor([t, topk], "int32")):
+    def main(Logits: T.Tensor([t, s], T.float32), Starts: T.Tensor([t], T.int32),
+             Ends: T.Tensor([t], T.int32), Indices: T.Tensor([t, topk], T.int32)):
         with T.Kernel(t, threads=threads) as row:
             tx = T.get_thread_binding()
             hist = T.alloc_shared([bins], "int32")

@@ -7,7 +7,6 @@ GQA: query head `h` reads KV head `h // (h / h_kv)`.
 """
 # No `from __future__ import annotations`: TileLang evaluates the prim_func annotations eagerly.
 
-import functools
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -43,6 +42,7 @@ def flash_attention_fwd(batch: int, heads: int, kv_heads: int, seq_q: int, seq_k
     offset = seq_k - seq_q  # bottom-right causal alignment
     m_blocks = T.ceildiv(seq_q, block_M)
     accum = "float32"
+
     @T.prim_func
     def main(Q: T.Tensor([batch, seq_q, heads, dim], dtype),
              K: T.Tensor([batch, seq_k, kv_heads, dim], dtype),
@@ -114,16 +114,17 @@ _TABLE = {
     128: Knobs(block_M=128, block_N=128, num_stages=2, threads=256),
     256: Knobs(block_M=128, block_N=64, num_stages=2, threads=256),
 }
-# What the optional on-GPU search tries per head dim (the table entry is always among them).
-_CANDIDATES = {
-    64: [Knobs(128, 128, 2, 256), Knobs(128, 64, 2, 256), Knobs(128, 128, 3, 256),
-         Knobs(192, 128, 2, 384), Knobs(64, 128, 2, 128)],
-    128: [Knobs(128, 128, 2, 256), Knobs(128, 64, 2, 256), Knobs(128, 128, 1, 256),
-          Knobs(128, 176, 2, 256), Knobs(64, 128, 2, 128)],
-    256: [Knobs(128, 64, 2, 256), Knobs(128, 64, 1, 256), Knobs(128, 80, 2, 256),
-          Knobs(64, 64, 2, 128), Knobs(128, 128, 1, 256)],
+# What a schedule search (experiments/flash_attention.py, on a GPU) tries per head dim; the
+# table's entry comes first. Sizes follow FA3's Hopper tiles (e.g. 128 x 176 at d 128, 128 x 80
+# at d 256) and their neighbours.
+CANDIDATES = {
+    64: [_TABLE[64], Knobs(128, 64, 2, 256), Knobs(128, 128, 3, 256), Knobs(192, 128, 2, 384),
+         Knobs(64, 128, 2, 128)],
+    128: [_TABLE[128], Knobs(128, 64, 2, 256), Knobs(128, 128, 1, 256), Knobs(128, 176, 2, 256),
+          Knobs(64, 128, 2, 128)],
+    256: [_TABLE[256], Knobs(128, 64, 1, 256), Knobs(128, 80, 2, 256), Knobs(64, 64, 2, 128),
+          Knobs(128, 128, 1, 256)],
 }
-SEARCH_CACHE = "~/.cache/tilelang-repro/flash_attention_knobs.json"
 
 
 def validate(batch: int, heads: int, kv_heads: int, seq_q: int, seq_k: int, dim: int,
@@ -155,40 +156,43 @@ def check_tensors(q, k, v) -> tuple:
     return args
 
 
-@functools.lru_cache(maxsize=None)
-def tuned_knobs(dim: int, causal: bool, dtype: str = "float16", search: bool = False) -> Knobs:
-    """Knobs for one (head dim, causal, dtype); with search=True, timed once on the GPU, cached on disk."""
+def tuned_knobs(dim: int, causal: bool = False, dtype: str = "float16") -> Knobs:
+    """The table's knobs for a head dim (a searched choice, when one exists, is the caller's)."""
     if dim not in _TABLE:
         raise ValueError(f"flash_attention: head dim {dim} unsupported; supported: {HEAD_DIMS}")
-    if not search:
-        return _TABLE[dim]
-    from kernels.flash_attention_search import cached_search
-
-    return cached_search(f"d{dim}-{'causal' if causal else 'full'}-{dtype}", SEARCH_CACHE,
-                         _CANDIDATES[dim], lambda knobs: _time_candidate(dim, causal, dtype, knobs))
+    return _TABLE[dim]
 
 
-def _time_candidate(dim: int, causal: bool, dtype: str, knobs: Knobs) -> float:
-    """Milliseconds of one call at the FA3 grid's middle shape (16k tokens, hidden 2048, s 4k)."""
-    import torch
-    import triton.testing
-
-    heads, seq = 2048 // dim, 4096
-    q, k, v = (torch.randn(4, seq, heads, dim, dtype=getattr(torch, dtype), device="cuda") for _ in range(3))
-    fn = prepare(q, k, v, causal, knobs=knobs)
-    return triton.testing.do_bench(fn, warmup=25, rep=100)
+def compile_flash_attention(batch: int, heads: int, kv_heads: int, seq_q: int, seq_k: int, dim: int,
+                            causal: bool, dtype: str, knobs: Knobs, *, with_out: bool = False, target=None):
+    """Validate and compile (cached). with_out: kernel(q, k, v, o) writes o; else returns a new o."""
+    validate(batch, heads, kv_heads, seq_q, seq_k, dim, dtype)
+    return compile_kernel(flash_attention_fwd, batch, heads, kv_heads, seq_q, seq_k, dim, causal, dtype,
+                          out_idx=None if with_out else [3], target=target, pass_configs=PASS_CONFIGS,
+                          **asdict(knobs))
 
 
-def prepare(q, k, v, causal: bool = False, *, knobs: Optional[Knobs] = None):
-    """Validate, compile (cached) and return a zero-argument callable computing the forward."""
-    batch, heads, kv_heads, seq_q, seq_k, dim, dtype = check_tensors(q, k, v)
+def prepare(q, k, v, causal: bool = False, *, knobs: Optional[Knobs] = None, out=None):
+    """Validate, compile (cached) and return a zero-argument callable computing the forward.
+
+    out: an optional [b, s_q, h, d] buffer the kernel writes (the callable returns it).
+    """
+    shape = check_tensors(q, k, v)
     if not (q.is_cuda and k.is_cuda and v.is_cuda):
         raise ValueError("flash_attention: q, k, v must be CUDA tensors")
-    knobs = knobs or tuned_knobs(dim, causal, dtype)
-    kernel = compile_kernel(flash_attention_fwd, batch, heads, kv_heads, seq_q, seq_k, dim, causal,
-                            dtype, out_idx=[3], pass_configs=PASS_CONFIGS, **asdict(knobs))
+    if out is not None and (out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous()):
+        raise ValueError(f"flash_attention: out must be a contiguous {tuple(q.shape)} {q.dtype} tensor")
+    knobs = knobs or tuned_knobs(shape[5], causal, shape[6])
+    kernel = compile_flash_attention(*shape[:6], causal, shape[6], knobs, with_out=out is not None)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    return lambda: kernel(q, k, v)
+    if out is None:
+        return lambda: kernel(q, k, v)
+
+    def run():
+        kernel(q, k, v, out)
+        return out
+
+    return run
 
 
 def flash_attention(q, k, v, causal: bool = False, *, knobs: Optional[Knobs] = None):

@@ -52,6 +52,9 @@ CANDIDATES = (
     GemmKnobs(block_M=256, block_N=128, num_stages=3),
     GemmKnobs(block_N=256, block_K=64, num_stages=4, swizzle_panel=16),
     GemmKnobs(block_N=128, block_K=128, num_stages=3),
+    # One warpgroup on 64-row tiles: small problems (1k^3 has 32 large tiles for 132 SMs).
+    GemmKnobs(block_M=64, block_N=128, num_stages=4, threads=128),
+    GemmKnobs(block_M=64, block_N=256, num_stages=3, threads=128),
 )
 
 

@@ -31,7 +31,7 @@ def check_mla_inputs(q, kv_cache, block_table, cache_seqlens, *, d_v: int = D_V)
                          f"and {kv_cache.dtype}")
     if s_q not in (1, 2) or h_q not in (16, 32, 64, 128):
         raise ValueError(f"supported: s_q in (1, 2), h_q in (16, 32, 64, 128); got {s_q}, {h_q}")
-    if tuple(block_table.shape[:1]) != (b,) or block_table.dim() != 2 or str(block_table.dtype) != "torch.int32":
+    if block_table.dim() != 2 or block_table.shape[0] != b or str(block_table.dtype) != "torch.int32":
         raise ValueError(f"block_table must be int32 [{b}, max_pages]; got {block_table.dtype} "
                          f"{tuple(block_table.shape)}")
     if tuple(cache_seqlens.shape) != (b,) or str(cache_seqlens.dtype) != "torch.int32":
@@ -45,6 +45,8 @@ def check_mla_inputs(q, kv_cache, block_table, cache_seqlens, *, d_v: int = D_V)
 
 
 def _check_lengths(kv_cache, block_table, cache_seqlens, s_q: int) -> int:
+    import torch
+
     lens = cache_seqlens.cpu()
     lo, hi = int(lens.min()), int(lens.max())
     capacity = kv_cache.shape[0] * PAGE
@@ -59,7 +61,7 @@ def _check_lengths(kv_cache, block_table, cache_seqlens, s_q: int) -> int:
     used = [pages[i, : math.ceil(int(n) / PAGE)] for i, n in enumerate(lens)]
     used = [p for p in used if p.numel()]
     if used:
-        flat = __import__("torch").cat(used)
+        flat = torch.cat(used)
         if int(flat.min()) < 0 or int(flat.max()) >= kv_cache.shape[0]:
             raise ValueError(f"block table names pages outside [0, {kv_cache.shape[0]})")
     return hi
@@ -83,3 +85,30 @@ def pick_num_splits(batch: int, groups: int, max_blocks: int, total_blocks: int,
         return 1  # one wave or more of even work: a combine pass would only cost bandwidth
     chunk = max(min_chunk, math.ceil(total_blocks * groups / (2 * sm_count)))
     return int(min(MAX_SPLITS, max(1, math.ceil(max_blocks / chunk))))
+
+
+def mla_decode_reference(q, kv_cache, block_table, cache_seqlens, softmax_scale=None,
+                         d_v: int = D_V):
+    """fp32 attention over the gathered pages; returns (out fp32 [b, s_q, h_q, d_v],
+    lse fp32 [b, h_q, s_q]). Sequences go in groups so the gathered keys stay near 1 GiB."""
+    import torch
+
+    b, s_q, h_q, d = q.shape
+    rows = s_q * h_q
+    scale = softmax_scale if softmax_scale is not None else d ** -0.5
+    lens = cache_seqlens.long()
+    longest = int(lens.max())
+    n_pages = math.ceil(longest / PAGE)
+    step = max(1, (1 << 28) // (longest * d))
+    token = torch.arange(rows, device=q.device) // h_q
+    pos = torch.arange(longest, device=q.device)
+    outs, lses = [], []
+    for start in range(0, b, step):
+        pages = block_table[start:start + step, :n_pages].long().clamp_min(0)
+        keys = kv_cache[pages].reshape(pages.shape[0], n_pages * PAGE, d)[:, :longest].float()
+        scores = q[start:start + step].float().reshape(-1, rows, d) @ keys.transpose(1, 2) * scale
+        visible = lens[start:start + step, None] - s_q + 1 + token[None, :]
+        scores.masked_fill_(pos[None, None, :] >= visible[:, :, None], float("-inf"))
+        lses.append(torch.logsumexp(scores, dim=-1).view(-1, s_q, h_q).transpose(1, 2))
+        outs.append((torch.softmax(scores, dim=-1) @ keys[..., :d_v]).view(-1, s_q, h_q, d_v))
+    return torch.cat(outs), torch.cat(lses).contiguous()

@@ -35,7 +35,7 @@ def sparse_mla_fwd(heads: int = 128, dim: int = 512, tail: int = 64, topk: int =
 
     @T.prim_func
     def main(Q: T.Tensor([t, heads, dim + tail], bf16), KV: T.Tensor([s, 1, dim + tail], bf16),
-             Indices: T.Tensor([t, 1, topk], "int32"), Out: T.Tensor([t, heads, dim], bf16),
+             Indices: T.Tensor([t, 1, topk], T.int32), Out: T.Tensor([t, heads, dim], bf16),
              Lse: T.Tensor([t, heads], f32)):
         with T.Kernel(t * groups, threads=threads) as bx:
             q_i, h0 = bx // groups, (bx % groups) * block_H
@@ -96,7 +96,7 @@ def sparse_mla_fwd(heads: int = 128, dim: int = 512, tail: int = 64, topk: int =
 def sparse_mla_knobs(heads: int, topk: int) -> dict:
     """64 heads per CTA fill one wgmma M; two warpgroups split the 512 output columns; two stages
     of 64 gathered kv rows (2 x 72 KiB) plus q (72 KiB) fit the 227 KiB of shared memory."""
-    return {"block_H": min(64, heads), "block_I": 64, "num_stages": 2, "threads": 256}
+    return {"block_H": 64, "block_I": 64, "num_stages": 2, "threads": 256}
 
 
 def validate(q, kv, indices, dim_v: int = 512) -> None:
@@ -111,8 +111,8 @@ def validate(q, kv, indices, dim_v: int = 512) -> None:
         raise ValueError(f"indices must be int32 [{t}, 1, topk], got {indices.dtype} {tuple(indices.shape)}")
     if not 0 < dim_v < d_qk:
         raise ValueError(f"d_v={dim_v} must lie inside d_qk={d_qk}")
-    if heads % 64 and heads not in (16, 32):
-        raise ValueError(f"heads={heads} must be 16, 32 or a multiple of 64")
+    if heads % 64:
+        raise ValueError(f"heads={heads} must be a multiple of 64 (one wgmma M tile per CTA)")
 
 
 def sparse_mla(q, kv, indices, sm_scale: float | None = None, dim_v: int = 512, out=None, lse=None, **knobs):

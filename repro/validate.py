@@ -101,6 +101,7 @@ def settings_of(cfg: DictConfig) -> dict:
     """The plain dict a measurement needs (also what a child process receives)."""
     bench = OmegaConf.to_container(cfg.bench, resolve=True)
     tol = dict(bench.pop("tolerance"))
-    for dtype, override in (OmegaConf.to_container(cfg.get("tolerance") or {}, resolve=True)).items():
+    extra = cfg.get("tolerance")
+    for dtype, override in (OmegaConf.to_container(extra, resolve=True) if extra else {}).items():
         tol[dtype] = {**tol.get(dtype, {}), **override}
     return {**bench, "tolerance": tol}

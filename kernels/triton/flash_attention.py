@@ -12,11 +12,11 @@ from typing import Optional
 LOG2E = 1.44269504088896340736
 
 
-def prepare(q, k, v, causal: bool = False, *, knobs: Optional[dict] = None):
+def prepare(q, k, v, causal: bool = False, *, knobs: Optional[dict] = None, out=None):
     """Validate, allocate the output and return a zero-argument callable computing it.
 
     knobs: {"BM", "BN", "num_warps", "num_stages"} to pin a schedule; None autotunes on the first
-    call (so call it once before timing).
+    call (so call it once before timing). out: an optional [b, s_q, h, d] buffer to write.
     """
     import torch
 
@@ -25,7 +25,9 @@ def prepare(q, k, v, causal: bool = False, *, knobs: Optional[dict] = None):
 
     batch, heads, kv_heads, seq_q, seq_k, dim, _ = check_tensors(q, k, v)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    o = torch.empty_like(q)
+    if out is not None and (out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous()):
+        raise ValueError(f"flash_attention: out must be a contiguous {tuple(q.shape)} {q.dtype} tensor")
+    o = torch.empty_like(q) if out is None else out
     args = (q, k, v, o, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
             heads, heads // kv_heads, seq_q, seq_k, LOG2E / math.sqrt(dim))
     if knobs is None:

@@ -23,9 +23,13 @@ class TritonKnobs:
     num_stages: int = 2
 
 
-@functools.lru_cache(maxsize=None)
 def _kernels():
-    """Define the kernels on first use, so importing this module never needs Triton."""
+    """The kernels are defined on first use, so importing this module never needs Triton."""
+    return _split_kv_kernel(), _combine_kernel()
+
+
+@functools.lru_cache(maxsize=None)
+def _split_kv_kernel():
     import triton
     import triton.language as tl
 
@@ -78,6 +82,14 @@ def _kernels():
                 tl.store(O + (part + rows[:, None]) * DV + cols[None, :], acc)
             tl.store(LSE + part + rows, lse2)
 
+    return split_kv
+
+
+@functools.lru_cache(maxsize=None)
+def _combine_kernel():
+    import triton
+    import triton.language as tl
+
     @triton.jit
     def combine(O_part, LSE_part, O, LSE, h_q, s_q, num_splits, ROWS: tl.constexpr,
                 DV: tl.constexpr, SPLITS: tl.constexpr):
@@ -96,7 +108,7 @@ def _kernels():
         tl.store(LSE + b * ROWS + (r % h_q) * s_q + r // h_q,
                  (tl.log2(total) + lse_max) * 0.6931471805599453)
 
-    return split_kv, combine
+    return combine
 
 
 @functools.lru_cache(maxsize=512)

@@ -6,6 +6,7 @@ RULES.md). We report its source count (code + string lines) beside ours.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path, PurePosixPath
 
@@ -16,6 +17,7 @@ def pygount_source_lines(pieces: list[tuple[str, str]]) -> int | None:
         from pygount import SourceAnalysis
     except ImportError:
         return None
+    logging.getLogger("pygount").setLevel(logging.WARNING)  # it logs every file at INFO
     total = 0
     with tempfile.TemporaryDirectory() as folder:
         for index, (path, text) in enumerate(pieces):

@@ -72,15 +72,24 @@ def _stamp(row: dict) -> dict:
 
 
 def project_row(entry: dict) -> dict:
-    """Recount one of this project's kernels from the working tree."""
+    """Recount one of this project's kernels from the working tree; `glue_files` (host code
+    in other files, e.g. shared input checks) add to the glue columns."""
     row = _base_row(entry)
     row.update(repo=PROJECT_REPO, commit=project_commit())
-    texts = {path: read_project_file(path) for path in entry["files"]}
+    glue_files = list(entry.get("glue_files") or [])
+    texts = {path: read_project_file(path) for path in [*entry["files"], *glue_files]}
     absent = [path for path, text in texts.items() if text is None]
     if absent:
         row.update(status="missing", note=f"not in the working tree yet: {', '.join(absent)}")
         return _stamp(row)
-    return _stamp(_count_into(row, texts, entry))
+    glue = [counter.count_file(texts.pop(path), path) for path in glue_files]
+    row = _count_into(row, texts, entry)
+    if row["status"] == "ok" and glue:
+        extra = sum(glue, counter.LineCounts())
+        row["glue_code_lines"] = int(row.get("glue_code_lines") or 0) + extra.code
+        row["glue_total_lines"] = int(row.get("glue_total_lines") or 0) + extra.total
+        row["note"] = "; ".join(filter(None, [row["note"], "glue includes " + ", ".join(glue_files)]))
+    return _stamp(row)
 
 
 def _count_into(row: dict, texts: dict[str, str], entry: dict) -> dict:
@@ -98,8 +107,8 @@ def _count_into(row: dict, texts: dict[str, str], entry: dict) -> dict:
 def upstream_row(entry: dict, sources: Path | None, committed: dict[str, dict]) -> dict:
     """Recount from a clone under `sources`, else keep the committed row if it still matches."""
     row = _base_row(entry)
-    if row["status"]:  # preset in config, e.g. "not counted": nothing to read
-        return _stamp(row)
+    if row["status"]:  # preset in config, e.g. "not counted": nothing read, nothing stamped
+        return row
     if sources is not None:
         try:
             reader = UpstreamReader(sources, entry["repo"], entry["commit"])

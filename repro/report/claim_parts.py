@@ -83,7 +83,7 @@ def _speedup_on(rows: pd.DataFrame, hw: str, part: dict) -> PartResult:
         verdict = PARTLY
     numbers = (f"{hw}: {stat_name} {value:.2f}x vs {used} over {len(paired)} cases "
                f"(min {paired['speedup'].min():.2f}x, max {paired['speedup'].max():.2f}x; "
-               f"needs >= {threshold:.2f}x)")
+               f"needs ≥ {threshold:.2f}x)")
     details = [f"holds for {', '.join(holding)}"] if holding and verdict == PARTLY else []
     details += group_lines
     wrong = rows[(rows["backend"] == backend) & (rows["status"] == "incorrect")]
@@ -148,10 +148,10 @@ def loc_budget_part(part: dict, results: Results) -> PartResult:
         return PartResult(part["name"], NOT_MEASURED, "", [why], evidence)
     if "budget_min" in part:
         value, ok = int(rows["code_lines"].min()), rows["code_lines"].min() >= part["budget_min"]
-        rule = f">= {part['budget_min']}"
+        rule = f"≥ {part['budget_min']}"
     else:
         value, ok = int(rows["code_lines"].max()), rows["code_lines"].max() <= part["budget"]
-        rule = f"<= {part['budget']}"
+        rule = f"≤ {part['budget']}"
     numbers = f"{value} code lines (needs {rule}): {_names(rows)}"
     return PartResult(part["name"], SUPPORTED if ok else NOT_SUPPORTED, numbers, [], evidence)
 
@@ -165,7 +165,7 @@ def loc_ratio_part(part: dict, results: Results) -> PartResult:
     # Conservative: the smallest baseline against the largest of ours.
     ratio = base["code_lines"].min() / max(1, mine["code_lines"].max())
     verdict = grade(ratio, float(part["supported"]), part.get("partly", 1.0))
-    numbers = (f"{ratio:.1f}x fewer code lines (needs >= {float(part['supported']):.1f}x): "
+    numbers = (f"{ratio:.1f}x fewer code lines (needs ≥ {float(part['supported']):.1f}x): "
                f"{_names(mine)} vs {_names(base)}")
     return PartResult(part["name"], verdict, numbers, [], evidence)
 

@@ -24,6 +24,7 @@ class PartResult:
     numbers: str  # the key figures, one line
     details: list[str] = field(default_factory=list)  # where it holds, what is missing
     evidence: list[str] = field(default_factory=list)  # paths relative to the results root's parent
+    on_device: bool = False  # a measurement on hardware (speedup, runs), not a count or a build
 
 
 @dataclass
@@ -51,6 +52,15 @@ def combine(verdicts: list[str]) -> str:
     if all(v == NOT_SUPPORTED for v in measured):
         return NOT_SUPPORTED
     return PARTLY
+
+
+def claim_verdict(parts: list[PartResult]) -> str:
+    """Parts combined; but a claim about speed is `not measured` until some hardware part is measured,
+    whatever line counts or builds say (they support a claim, they cannot carry it)."""
+    on_device = [p.verdict for p in parts if p.on_device]
+    if not parts or (on_device and all(v == NOT_MEASURED for v in on_device)):
+        return NOT_MEASURED
+    return combine([p.verdict for p in parts])
 
 
 def grade(value: float, supported: float, partly: float | None) -> str:
@@ -88,12 +98,14 @@ def evaluate_claim(claim_id: str, rule: dict, results: Results, figures: dict) -
     from repro.report.claim_parts import evaluate_part  # one module per job: parts live there
 
     parts = [evaluate_part(part, results, figures) for part in rule.get("parts", [])]
+    for part, spec in zip(parts, rule.get("parts", [])):
+        part.on_device = spec.get("kind") in ("speedup", "runs")
     return ClaimResult(
         id=claim_id,
         statement=str(rule.get("statement", "")),
         source=str(rule.get("source", "")),
         hardware_named=str(rule.get("hardware_named", "")),
-        verdict=combine([p.verdict for p in parts]) if parts else NOT_MEASURED,
+        verdict=claim_verdict(parts),
         parts=parts,
     )
 

@@ -9,17 +9,18 @@ from repro.report.render import latex_escape, latex_table, markdown_table, relat
 
 # Manifest fields shown first (when present, by any of these flattened names); the rest follow sorted.
 KNOWN_FIELDS = [
-    ("GPU", r"^(gpu(\.|_)?name|gpu|device(\.|_)name|gpus?\.0\.name)$"),
+    ("GPU", r"^(gpu|gpu(\.|_)?name|device(\.|_)?name|gpus?\.0\.name)$"),
     ("GPU count", r"^(gpu(\.|_)?count|num_gpus|device_count|gpus?\.count)$"),
     ("Driver", r"driver"),
-    ("CUDA / ROCm", r"^(cuda|cuda_version|torch\.cuda|rocm|hip)"),
-    ("torch", r"^(torch|torch_version|versions?\.torch)$"),
-    ("triton", r"^(triton|versions?\.triton)$"),
-    ("tilelang", r"^(tilelang|versions?\.tilelang)$"),
+    ("CUDA / ROCm", r"(^|\.)(cuda|cuda_version|rocm|hip)$"),
+    ("Python", r"(^|\.)python(_version)?$"),
+    ("torch", r"(^|\.)torch(_version)?$"),
+    ("triton", r"(^|\.)triton(_version)?$"),
+    ("tilelang", r"(^|\.)tilelang(_version)?$"),
     ("Clocks", r"clock"),
-    ("Commit", r"^(git(\.|_)?commit|commit)"),
+    ("Commit", r"(^|\.)(git_)?commit$"),
     ("Dirty tree", r"dirty"),
-    ("Timestamp", r"^(timestamp|started(_at)?|date|time)$"),
+    ("Timestamp", r"(^|\.)(timestamp|started(_at)?|date|time)$"),
 ]
 
 
@@ -40,9 +41,13 @@ def flatten(value, prefix: str = "") -> dict[str, str]:
 
 
 def field(manifest: dict, label: str) -> str:
+    """The value(s) of one known field; several matching keys (e.g. clocks) are listed by name."""
     pattern = dict(KNOWN_FIELDS)[label]
     flat = flatten(manifest)
-    return next((flat[k] for k in sorted(flat) if re.search(pattern, k, re.IGNORECASE)), "")
+    keys = [k for k in sorted(flat) if re.search(pattern, k, re.IGNORECASE)]
+    if len(keys) == 1:
+        return flat[keys[0]]
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={flat[k]}" for k in keys)
 
 
 def run_dates(results: Results, hardware: str) -> list[str]:

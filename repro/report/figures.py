@@ -40,11 +40,10 @@ def short_number(value) -> str:
 def _panel_grid(keys: list[str], rows: pd.DataFrame) -> tuple[list[tuple], int, int]:
     """Panel values in order, and a grid: two keys -> rows x columns, else wrap at three per row."""
     values = [tuple(v) for v in sort_rows(rows.drop_duplicates(keys), keys)[keys].itertuples(index=False)]
-    if len(keys) == 2:
-        first = sorted({v[0] for v in values}, key=lambda x: (str(type(x)), x))
-        second = sorted({v[1] for v in values}, key=lambda x: (str(type(x)), x))
-        values = list(itertools.product(first, second))
-        return values, len(first), len(second)
+    first = sorted({v[0] for v in values}, key=lambda x: (str(type(x)), x)) if keys else []
+    second = sorted({v[1] for v in values}, key=lambda x: (str(type(x)), x)) if len(keys) == 2 else []
+    if len(first) > 1 and len(second) > 1:  # a true grid: rows by the first key, columns by the second
+        return list(itertools.product(first, second)), len(first), len(second)
     ncols = min(3, len(values)) or 1
     return values, -(-len(values) // ncols), ncols
 
@@ -69,15 +68,16 @@ def _legend(fig, axes) -> None:
     measured = sorted((l for l in handles if not l.endswith("(reported)")), key=lambda l: (l != "tilelang", l))
     labels = measured + sorted(l for l in handles if l.endswith("(reported)"))
     if labels:
-        fig.legend([handles[l] for l in labels], labels, loc="lower center", ncol=min(len(labels), 5),
-                   frameon=False, bbox_to_anchor=(0.5, 1.0))
+        # "outside" places the legend below the panels within the constrained layout: never on the data.
+        fig.legend([handles[l] for l in labels], labels, loc="outside lower center", ncol=min(len(labels), 5),
+                   frameon=False)
 
 
 def draw_lines(rows: pd.DataFrame, spec: dict, title: str):
     x, y, keys = spec["x"], spec.get("y", "tflops"), list(spec.get("panels", []))
     panels, nrows, ncols = _panel_grid(keys, rows) if keys else ([()], 1, 1)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.7 * nrows + 0.6), squeeze=False,
-                             sharex=True, sharey=spec.get("sharey", False))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.5 * nrows + 1.2), squeeze=False,
+                             sharex=True, sharey=spec.get("sharey", False), layout="constrained")
     flat = list(axes.flat)
     ticks = sorted(set(rows[x].dropna()))
     for ax, values in zip(flat, panels):
@@ -100,9 +100,8 @@ def draw_lines(rows: pd.DataFrame, spec: dict, title: str):
         ax.tick_params(axis="x", labelrotation=45 if len(ticks) > 6 else 0)
     for ax in axes[:, 0]:
         ax.set_ylabel(Y_LABELS.get(y, y))
-    fig.suptitle(title, y=1.0 + 0.12 / nrows, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     _legend(fig, flat)
-    fig.tight_layout()
     return fig
 
 
@@ -113,8 +112,8 @@ def draw_bars(rows: pd.DataFrame, spec: dict, params: list[str], title: str):
     shown = rows[rows["status"].isin(["ok", "reported"])].dropna(subset=[y])
     labels_of = [p for p in params if p not in keys and p in rows and rows[p].astype(str).nunique() > 1]
     ncases = max(1, max(len(_cases_in(shown, keys, v, labels_of)) for v in panels))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(5.0, 0.75 * ncases + 2.0), 2.9 * len(panels) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(5.0, 0.8 * ncases + 2.0), 2.8 * len(panels) + 1.4),
+                             squeeze=False, layout="constrained")
     for ax, values in zip(axes[:, 0], panels):
         cases = _cases_in(shown, keys, values, labels_of)
         mine = _in_panel(shown, keys, values)
@@ -129,14 +128,15 @@ def draw_bars(rows: pd.DataFrame, spec: dict, params: list[str], title: str):
             ax.bar(xs, [heights[c] for c in cases if c in heights], width * 0.92, label=kw["label"],
                    color="white" if reported else kw["color"], edgecolor=kw["color"],
                    linestyle="--" if reported else "-", linewidth=1.0)
-        ax.set_xticks(range(len(cases)), cases, rotation=30 if len(cases) > 4 else 0, ha="right" if len(cases) > 4 else "center")
+        tilt = len(cases) > 4 or max(map(len, cases), default=0) > 9
+        ax.set_xticks(range(len(cases)), cases, rotation=25 if tilt else 0, ha="right" if tilt else "center",
+                      rotation_mode="anchor")
         ax.set_title(", ".join(f"{k}={v}" for k, v in zip(keys, values)) or None)
         ax.set_ylabel(Y_LABELS.get(y, y))
         ax.grid(axis="x", visible=False)
     axes[-1, 0].set_xlabel(spec.get("xlabel", "×".join(labels_of) or "case"))
-    fig.suptitle(title, y=1.0 + 0.1 / len(panels), fontsize=10)
+    fig.suptitle(title, fontsize=10)
     _legend(fig, list(axes.flat))
-    fig.tight_layout()
     return fig
 
 
@@ -187,14 +187,18 @@ def _one_figure(results, name, title, hw, fig_spec, split, values, rows, params,
     parts = [name, hw] + ([fig_spec["name"]] if fig_spec.get("name") else []) + [str(v) for v in values]
     stem = out / "-".join(p.replace(" ", "").replace("/", "_") for p in parts)
     where = ", ".join(f"{k}={v}" for k, v in zip(split, values))
+    subset = "; ".join(t for t in (fig_spec.get("caption", ""), where) if t)
     label = hardware_label(results, hw)
-    heading = f"{title}{' (' + where + ')' if where else ''}\n{label}"
-    if fig_spec.get("kind", "bars") == "lines":
-        fig = draw_lines(rows, fig_spec, heading)
-    else:
-        fig = draw_bars(rows, fig_spec, params, heading)
+    heading = f"{title}{' (' + subset + ')' if subset else ''}\n{label}"
+    lines = fig_spec.get("kind", "bars") == "lines"
+    fig = draw_lines(rows, fig_spec, heading) if lines else draw_bars(rows, fig_spec, params, heading)
     style.save(fig, stem)
-    caption = (f"{title}{' (' + where + ')' if where else ''} on {label}. "
-               f"{Y_LABELS.get(fig_spec.get('y', 'tflops'))}; measured: solid lines, filled markers; "
-               f"reported by others: dashed lines, hollow markers.")
+    marks = ("measured: solid lines, filled markers; reported by others: dashed lines, hollow markers" if lines
+             else "measured: filled bars; reported by others: hollow dashed bars")
+    caption = (f"{title}{' (' + subset + ')' if subset else ''} on {label}. "
+               f"{_upper_first(Y_LABELS.get(fig_spec.get('y', 'tflops'), 'value'))} per backend; {marks}.")
     return Figure(name, hw, stem, caption, bool(fig_spec.get("headline")))
+
+
+def _upper_first(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -10,6 +10,8 @@ from repro.report.render import latex_escape, latex_table, markdown_escape, mark
 RULES = ("Verdicts use measured rows only (status `ok`); published third-party numbers never decide one. "
          "A claim is `supported` when every part holds, `not measured` when no part could be checked, "
          "`not supported` when every checked part fails, and `partly supported` otherwise (the parts say where). "
+         "A claim about speed stays `not measured` until one of its hardware parts is measured: line counts and "
+         "builds alone never carry it. "
          "Rules and thresholds: `configs/claims.yaml`.")
 
 
@@ -60,7 +62,7 @@ def ledger_latex(claims: list[ClaimResult], results_parent: Path, out: Path) -> 
             text = f"\\item \\textbf{{{latex_escape(part.name)}: {latex_escape(part.verdict)}.}} "
             text += latex_escape(part.numbers)
             sub = [latex_escape(d) for d in part.details]
-            sub += ["evidence: " + ", ".join(f"\\texttt{{{latex_escape(t)}}}"
+            sub += ["evidence: " + ", ".join(f"\\nolinkurl{{{t}}}"
                                              for t, _ in _evidence(part, results_parent, out))] \
                 if part.evidence else []
             if sub:

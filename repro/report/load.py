@@ -68,7 +68,7 @@ def _normalise(frame: pd.DataFrame, hardware: str, experiment: str) -> tuple[pd.
     for column in TEXT_COLUMNS:
         if column not in frame:
             frame[column] = ""
-        frame[column] = frame[column].fillna("").astype(str)
+        frame[column] = frame[column].map(lambda v: "" if v is None or v != v else str(v)).astype(object)
     frame.loc[frame["experiment"] == "", "experiment"] = experiment
     for column in NUMERIC_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else float("nan")
@@ -83,9 +83,10 @@ def _normalise(frame: pd.DataFrame, hardware: str, experiment: str) -> tuple[pd.
     return frame, params
 
 
-def _read_csv(path: Path, notes: list[str]) -> Optional[pd.DataFrame]:
+def _read_csv(path: Path, notes: list[str], text: tuple = ()) -> Optional[pd.DataFrame]:
     try:
-        return pd.read_csv(path, keep_default_na=True)
+        # Text columns stay text: an all-digit run id must not turn into a float.
+        return pd.read_csv(path, dtype={c: str for c in text})
     except Exception as exc:  # a corrupt file is reported, never silently dropped
         notes.append(f"skipped {path.as_posix()}: {type(exc).__name__}: {exc}")
         return None
@@ -93,7 +94,7 @@ def _read_csv(path: Path, notes: list[str]) -> Optional[pd.DataFrame]:
 
 def _load_hardware(results: Results, folder: Path) -> None:
     for path in sorted(folder.glob("*.csv")):
-        frame = _read_csv(path, results.notes)
+        frame = _read_csv(path, results.notes, TEXT_COLUMNS)
         if frame is None or frame.empty:
             continue
         frame, params = _normalise(frame, folder.name, path.stem)

@@ -36,12 +36,15 @@ def latex_table(header: list[str], rows: list[list], caption: str, label: str,
     clean = (lambda x: str(x)) if escaped else latex_escape
     frame = pd.DataFrame([[clean(c) for c in row] for row in rows], columns=[latex_escape(h) for h in header])
     if align is None:
-        width = max(0.12, round(0.78 / max(1, len(header) - 1), 3))
-        first = "p{0.2\\linewidth}" if wrap_first else "l"
-        align = first + "".join(f"p{{{width}\\linewidth}}" for _ in header[1:])
+        # Paragraph columns that fit the text width, column padding included.
+        first = 0.2 if wrap_first else 0.0
+        width = round((0.84 - first) / max(1, len(header) - (1 if wrap_first else 0)), 3)
+        align = (f"p{{{first}\\linewidth}}" if wrap_first else "")
+        align += "".join(f"p{{{width}\\linewidth}}" for _ in header[(1 if wrap_first else 0):])
     text = frame.to_latex(index=False, escape=False, longtable=True, column_format=align,
                           caption=latex_escape(caption), label=label)
-    return "{\\footnotesize\n" + text + "}\n"
+    size = "\\footnotesize" if len(header) <= 10 else "\\scriptsize"
+    return "{" + size + "\n" + text + "}\n"
 
 
 def write(path: Path, text: str) -> Path:

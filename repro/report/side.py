@@ -18,7 +18,10 @@ OPERATOR_MARKERS = {"flash_attention": "o", "mla_decode": "s", "gemm": "D", "spa
 
 
 def loc_backend(row: pd.Series, rules: list[dict]):
-    """Which measured backend a counted implementation is (first matching rule), or None."""
+    """Which measured backend a counted implementation is: loc.csv's column, else the first matching rule."""
+    if "backend" in row.index:  # loc.csv says it itself: an empty cell means "not measured here"
+        own = row["backend"]
+        return str(own).strip() or None if own == own and own is not None else None
     text = " | ".join(str(row.get(c, "")) for c in ("implementation", "role", "language"))
     for rule in rules:
         if re.search(rule["match"], text):
@@ -46,7 +49,7 @@ def loc_figure(results: Results, config: dict, hardware: str, out: Path) -> Figu
     data = loc_with_speed(results, config, hardware).dropna(subset=["code_lines", "best_tflops"])
     if data.empty:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.8, 4.4), layout="constrained")
     for i, (_, row) in enumerate(data.iterrows()):
         backend = loc_backend(row, config.get("loc", {}).get("backend_rules", [])) or "other"
         ax.scatter(row["code_lines"], row["best_tflops"], s=46, color=style.color(backend),
@@ -57,13 +60,14 @@ def loc_figure(results: Results, config: dict, hardware: str, out: Path) -> Figu
         if op in set(data["operator"].astype(str)):
             ax.scatter([], [], marker=mark, color="#777777", label=op)
     ax.set_xscale("log")
+    # Room on the right for the labels of the largest implementations.
+    ax.set_xlim(data["code_lines"].min() / 1.5, data["code_lines"].max() * 4)
     ax.set_xlabel("code lines (log scale; no blanks, comments, docstrings)")
     ax.set_ylabel("best measured throughput (TFLOPS)")
     ax.set_ylim(bottom=0)
     ax.legend(title="operator (marker); colour = backend", fontsize=7.5, title_fontsize=7.5, frameon=False)
     label = hardware_label(results, hardware)
     ax.set_title(f"Code size vs speed\n{label}")
-    fig.tight_layout()
     stem = out / f"loc-{hardware}"
     style.save(fig, stem)
     return Figure("loc", hardware, stem, f"Code lines vs best measured TFLOPS per implementation on {label}.", True)
@@ -74,14 +78,13 @@ def scaling_figure(results: Results, out: Path) -> Figure | None:
     if table is None or not {"gpus", "wall_s"} <= set(table.columns):
         return None
     data = table.groupby("gpus", sort=True)["wall_s"].min()
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    fig, ax = plt.subplots(figsize=(4.2, 3.0), layout="constrained")
     ax.bar([str(g) for g in data.index], data.values, color=style.color("tilelang"))
     for i, (gpus, wall) in enumerate(data.items()):
         ax.annotate(f"{data.iloc[0] / wall:.2f}x", (i, wall), ha="center", va="bottom", fontsize=8)
     ax.set_xlabel("GPUs of one node")
     ax.set_ylabel("sweep wall time (s)")
     ax.set_title("Sweep wall time vs GPUs (speedup over 1 GPU)")
-    fig.tight_layout()
     stem = out / "scaling"
     style.save(fig, stem)
     return Figure("scaling", "", stem, "Wall time of the same sweep on 1 and more GPUs of one node.")
@@ -100,16 +103,19 @@ def write_side_tables(results: Results, config: dict, out: Path) -> list[Path]:
     hardware = results.hardware
     if "loc" in results.side:
         frame = loc_with_speed(results, config, hardware[0]) if hardware else results.side["loc"]
-        cols = ["operator", "implementation", "language", "role", "function", "code_lines", "total_lines",
+        cols = ["operator", "implementation", "language", "function", "code_lines", "total_lines",
                 "commit", "status", "best_tflops"]
         frame = frame.assign(commit=frame.get("commit", pd.Series("", index=frame.index)).astype(str).str[:10])
         header, body = _frame_table(frame, cols)
         note = f"best_tflops: best measured on {hardware[0]}." if hardware else "No measured results yet."
-        written += _write_pair(out, "loc", "Code size", header, body, note)
+        align = "".join("p{0.17\\linewidth}" if c == "implementation" else "r" if c.endswith(("lines", "tflops"))
+                        else "l" for c in header)
+        written += _write_pair(out, "loc", "Code size", header, body, note, align)
     if "portability" in results.side:
         table = results.side["portability"].sort_values(["kernel", "target"], kind="mergesort")
         header, body = _frame_table(table, ["kernel", "target", "status", "reason", "seconds"])
-        written += _write_pair(out, "portability", "Portability: builds per target", header, body, "")
+        align = "".join("p{0.4\\linewidth}" if c == "reason" else "r" if c == "seconds" else "l" for c in header)
+        written += _write_pair(out, "portability", "Portability: builds per target", header, body, "", align)
     if "scaling" in results.side:
         table = results.side["scaling"].sort_values(["gpus"], kind="mergesort")
         header, body = _frame_table(table, [c for c in table.columns if c != "csv"])
@@ -117,7 +123,7 @@ def write_side_tables(results: Results, config: dict, out: Path) -> list[Path]:
     return written
 
 
-def _write_pair(out: Path, name: str, title: str, header, body, note: str) -> list[Path]:
+def _write_pair(out: Path, name: str, title: str, header, body, note: str, align: str | None = None) -> list[Path]:
     md = f"# {title}\n\n{note}\n\n{markdown_table(header, body)}\n\nSource: `results/{name}.csv`\n"
-    tex = latex_table(header, body, f"{title}. {note}", f"tab:{name}")
+    tex = latex_table(header, body, f"{title}. {note}", f"tab:{name}", align=align)
     return [write(out / f"{name}.md", md), write(out / f"{name}.tex", tex)]

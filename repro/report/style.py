@@ -20,19 +20,19 @@ BACKEND_COLORS = {
     "cublas": "#0072B2",
     "hipblaslt": "#56B4E9",
     "fa2": "#009E73",
-    "sdpa_flash": "#44AA99",
+    "sdpa_flash": "#999933",
     "fa3": "#332288",
     "cudnn": "#CC79A7",
-    "triton": "#E69F00",
+    "triton": "#882255",
     "flash_mla": "#4477AA",
     "flashinfer": "#117733",
     "torch": "#555555",
-    "aiter": "#882255",
-    "torch_npu": "#999933",
+    "aiter": "#661100",
+    "torch_npu": "#AA4499",
     "deepgemm": "#88CCEE",
 }
 # Extra hues for backends not listed above, picked by a stable hash of the name.
-_SPARE = ["#AA4499", "#661100", "#6699CC", "#DDCC77", "#117799", "#994455", "#777711", "#225555"]
+_SPARE = ["#E69F00", "#44AA99", "#6699CC", "#DDCC77", "#117799", "#994455", "#777711", "#225555"]
 MARKERS = {"tilelang": "o", "triton": "s", "fa2": "^", "sdpa_flash": "v", "fa3": "D", "cudnn": "P",
            "cublas": "D", "flash_mla": "D", "flashinfer": "^", "torch": "X"}
 PNG_DPI = 150

@@ -21,6 +21,7 @@ class Table:
     fixed: str  # parameters constant over the table, for the caption
     metric: str  # "tflops" or "median_ms"
     summary: list[str]  # one line per baseline: geomean speedup of the subject
+    checked: list[str]  # correctness-only backends (no timing column)
 
 
 def _metric(rows: pd.DataFrame) -> str:
@@ -52,24 +53,44 @@ def _best(group: pd.DataFrame, metric: str):
     return timed.loc[timed[metric].idxmax() if metric == "tflops" else timed[metric].idxmin(), "backend"]
 
 
-def build_table(rows: pd.DataFrame, params: list[str], subject: str, baselines: list[str]) -> Table:
-    """`rows`: one experiment on one hardware, measured rows only."""
+def shown_params(rows: pd.DataFrame, params: list[str], spec: dict) -> list[str]:
+    """Varying parameters in the configured order, minus `table_hide` ones while cases stay distinct."""
     varying = [p for p in params if p in rows and rows[p].astype(str).nunique() > 1]
-    fixed = ", ".join(f"{p}={rows[p].iloc[0]}" for p in params if p in rows and p not in varying)
-    metric, backends = _metric(rows), style.order(rows["backend"])
-    baselines = [b for b in baselines if b in backends and b != subject]
-    unit = "TFLOPS" if metric == "tflops" else "ms"
-    header = varying + [f"{b} ({unit})" for b in backends] + ["best"]
-    header += [f"{subject} vs {b}" for b in baselines] + [f"{subject} % peak"]
-    table = Table(header, [], [], fixed, metric, [])
+    first = [p for p in spec.get("order_by", []) if p in varying]
+    varying = first + [p for p in varying if p not in first]
+    kept = [p for p in varying if p not in spec.get("table_hide", [])]
+    distinct = rows.drop_duplicates("case")
+    if kept != varying and len(distinct.drop_duplicates(kept)) < len(distinct):
+        return varying  # hiding would merge different cases into one row
+    return kept
+
+
+def _timed_backends(rows: pd.DataFrame, metric: str) -> tuple[list[str], list[str]]:
+    """(backends with a timing or a failure to show, correctness-only backends)."""
+    shown, checked = [], []
+    for backend in style.order(rows["backend"]):
+        mine = rows[rows["backend"] == backend]
+        only_checked = (mine["status"] == "ok").all() and mine[metric].isna().all()
+        (checked if only_checked else shown).append(backend)
+    return shown, checked
+
+
+def build_table(rows: pd.DataFrame, params: list[str], subject: str, spec: dict) -> Table:
+    """`rows`: one experiment on one hardware, measured rows only."""
+    columns = shown_params(rows, params, spec)
+    fixed = ", ".join(f"{p}={rows[p].iloc[0]}" for p in params if p in rows and rows[p].astype(str).nunique() == 1)
+    metric = _metric(rows)
+    backends, checked = _timed_backends(rows, metric)
+    baselines = [b for b in spec.get("baselines", []) if b in backends and b != subject]
+    short = spec.get("short", {})
+    header = [short.get(p, p) for p in columns] + backends + [f"vs {b}" for b in baselines] + ["% peak"]
+    table = Table(header, [], [], fixed, metric, [], checked)
     speedups: dict[str, list[float]] = {b: [] for b in baselines}
-    for case, group in sort_rows(rows, varying + ["backend"]).groupby("case", sort=False):
+    for _, group in sort_rows(rows, columns + ["case", "backend"]).groupby("case", sort=False):
         by_backend = {r["backend"]: r for _, r in group.iterrows()}
-        first = group.iloc[0]
-        cells = [str(first[p]) for p in varying] + [_cell(by_backend[b], metric) if b in by_backend else "–"
-                                                      for b in backends]
-        best = _best(group, metric)
-        cells.append(best or "–")
+        cells = [str(group.iloc[0][p]) for p in columns]
+        cells += [_cell(by_backend[b], metric) if b in by_backend else "–" for b in backends]
+        best = _best(group[group["backend"].isin(backends)], metric)
         for b in baselines:
             text, value = _speedup_text(by_backend.get(subject), by_backend.get(b))
             cells.append(text)
@@ -78,7 +99,7 @@ def build_table(rows: pd.DataFrame, params: list[str], subject: str, baselines: 
         frac = by_backend[subject]["peak_fraction"] if subject in by_backend else float("nan")
         cells.append(f"{100 * frac:.0f}%" if frac == frac else "–")
         table.rows.append(cells)
-        table.best.append(len(varying) + backends.index(best) if best else None)
+        table.best.append(len(columns) + backends.index(best) if best else None)
     for b, values in speedups.items():
         if values:
             geo = math.exp(sum(map(math.log, values)) / len(values))
@@ -86,28 +107,34 @@ def build_table(rows: pd.DataFrame, params: list[str], subject: str, baselines: 
     return table
 
 
+def _align(table: Table) -> str:
+    """Every cell is a number or a short word: right-aligned columns read best."""
+    return "r" * len(table.header)
+
+
 def table_markdown(table: Table) -> str:
     rows = [[f"**{c}**" if i == best else c for i, c in enumerate(row)] for row, best in zip(table.rows, table.best)]
-    align = "".join("r" if h.endswith(")") or " vs " in h or "%" in h else "l" for h in table.header)
-    return markdown_table(table.header, rows, align)
+    return markdown_table(table.header, rows, _align(table))
 
 
 def table_latex(table: Table, caption: str, label: str) -> str:
     rows = [[f"\\textbf{{{latex_escape(c)}}}" if i == best else latex_escape(c) for i, c in enumerate(row)]
             for row, best in zip(table.rows, table.best)]
-    align = "".join("r" if h.endswith(")") or " vs " in h or "%" in h else "l" for h in table.header)
-    return latex_table(table.header, rows, caption, label, align=align, escaped=True)
+    return latex_table(table.header, rows, caption, label, align=_align(table), escaped=True)
 
 
-def reported_rows(rows: pd.DataFrame, params: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Published third-party figures kept beside the measurements, never mixed into them."""
+def reported_rows(rows: pd.DataFrame, params: list[str]) -> tuple[list[str], list[list[str]], str]:
+    """Published third-party TFLOPS, one column per backend, kept apart from the measurements."""
     keep = [p for p in params if p in rows and rows[p].astype(str).nunique() > 1]
-    header = keep + ["backend", "TFLOPS", "GB/s", "source"]
-    body = []
-    for _, r in sort_rows(rows, keep + ["backend"]).iterrows():
-        num = [f"{r[c]:.0f}" if r[c] == r[c] else "–" for c in ("tflops", "gbps")]
-        body.append([str(r[p]) for p in keep] + [r["backend"]] + num + [r["source"]])
-    return header, body
+    backends = style.order(rows["backend"])
+    header, body = keep + backends, []
+    for _, group in sort_rows(rows, keep + ["backend"]).groupby("case", sort=False):
+        by_backend = {r["backend"]: r["tflops"] for _, r in group.iterrows()}
+        cells = [f"{by_backend[b]:.0f}" if b in by_backend and by_backend[b] == by_backend[b] else "–"
+                 for b in backends]
+        body.append([str(group.iloc[0][p]) for p in keep] + cells)
+    sources = "; ".join(sorted(set(rows["source"]) - {""})) or "source not recorded"
+    return header, body, sources
 
 
 def write_experiment(results: Results, name: str, spec: dict, subject: str, out: Path) -> list[Path]:
@@ -121,18 +148,22 @@ def write_experiment(results: Results, name: str, spec: dict, subject: str, out:
         md.append(f"## {label}\n")
         measured, published = rows[rows["status"] != "reported"], rows[rows["status"] == "reported"]
         if not measured.empty:
-            table = build_table(measured, params, subject, spec.get("baselines", []))
+            table = build_table(measured, params, subject, spec)
             unit = "TFLOPS" if table.metric == "tflops" else "median time (ms)"
-            note = (f"{unit} per backend (best in bold); speedup = baseline time / {subject} time; "
-                    f"% peak = {subject} against the datasheet peak. Fixed: {table.fixed or 'none'}.")
+            note = (f"{unit} per backend, the best in bold; vs X = X's time / {subject}'s time (above 1: "
+                    f"{subject} faster); % peak = {subject} against the datasheet peak. "
+                    f"Fixed: {table.fixed or 'none'}.")
+            if table.checked:
+                note += f" Correctness reference only (not timed): {', '.join(table.checked)}."
             md += [note + "\n", table_markdown(table) + "\n"] + [f"- {s}" for s in table.summary] + [""]
             caption = f"{title} on {label}. {note}"
             tex.append(table_latex(table, caption, f"tab:{name}-{hw}"))
         if not published.empty:
-            header, body = reported_rows(published, params)
-            md += ["Published figures (reported by others, not measured here):\n", markdown_table(header, body), ""]
-            tex.append(latex_table(header, body, f"{title}: published figures, not measured here ({hw} folder).",
-                                   f"tab:{name}-{hw}-reported", align="l" * (len(header) - 1) + "p{0.35\\linewidth}"))
+            header, body, sources = reported_rows(published, params)
+            md += [f"Published TFLOPS, reported by others and not measured here (source: {sources}):\n",
+                   markdown_table(header, body, "r" * len(header)), ""]
+            tex.append(latex_table(header, body, f"{title}: published TFLOPS, not measured here. Source: {sources}.",
+                                   f"tab:{name}-{hw}-reported", align="r" * len(header)))
         csv = sorted(set(rows["csv"]))
         md.append("Source: " + ", ".join(f"`{c}`" for c in csv) + "\n")
     return [write(out / f"{name}.md", "\n".join(md)), write(out / f"{name}.tex", "\n".join(tex))]

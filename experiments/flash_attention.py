@@ -1,0 +1,339 @@
+"""FlashAttention forward: TileLang vs FlashAttention-2/3, PyTorch SDPA (flash, cuDNN) and Triton.
+
+Layout BSHD: q [b, s_q, h, d], k/v [b, s_k, h_kv, d]; causal masks align bottom-right (query
+row r sees key c when c <= r + s_k - s_q), as flash_attn does.
+
+FLOPs = 4 * b * h * d * A, two GEMMs (QK^T and PV) of 2 flops per multiply-add over A visible
+(query, key) pairs. A = s_q * s_k without a mask. With the causal mask A is the area of the
+visible region of the (query, key) plane: s_q * s_k - s_q^2 / 2 when s_q <= s_k (a trapezoid),
+s_k^2 / 2 when s_q > s_k. For s_q == s_k this is s^2 / 2, i.e. exactly the "halved" formula
+of the FlashAttention papers, so our TFLOPS compare with their published figures. (The exact
+count of unmasked pairs adds the diagonal, s_q / 2 more: under 0.1% from s = 512 on.)
+
+Bytes = (q + o) + (k + v) read or written once: 2 * b * d * (s_q * h + s_k * h_kv) * elem.
+The reference is fp32 math attention, chunked over batch, heads and query rows to fit memory.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+from repro.experiment import Backend, Experiment, needs_module
+from repro.tuning import KnobCache, compile_all, pick_fastest
+
+TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+REF_CHUNK_ELEMS = 1 << 28  # fp32 score elements per reference chunk (1 GiB)
+FA3_SOURCE = "FA3 paper arXiv 2407.08608 Fig. (read off chart), H100 SXM5"
+# FA3 paper, forward, fp16, 16k tokens, hidden 2048, seqlen 512..16k (figure values, approximate).
+FA3_SEQLENS = (512, 1024, 2048, 4096, 8192, 16384)
+FA3_FIGURE = {  # (head dim, causal) -> backend -> TFLOPS per seqlen (None: not in the figure)
+    (64, False): {"fa2": (282, 306, 318, 321, 322, 324), "triton": (340, 382, 396, 400, 401, 403),
+                  "cudnn": (335, 373, 395, 408, 412, 413), "fa3": (333, 392, 460, 476, 496, 497)},
+    (64, True): {"fa2": (180, 229, 262, 284, 295, 299), "triton": (152, 291, 342, 363, 376, 363),
+                 "cudnn": (225, 288, 334, 363, 379, 388), "fa3": (197, 265, 371, 420, 460, 473)},
+    (128, False): {"fa2": (309, 350, 362, 368, 370, 370), "triton": (323, 372, 389, 389, 392, 395),
+                   "cudnn": (497, 574, 617, 609, 600, 595), "fa3": (467, 565, 625, 638, 646, 648)},
+    (128, True): {"fa2": (191, 260, 298, 319, 333, 335), "triton": (146, 273, 323, 353, 369, 378),
+                  "cudnn": (315, 410, 484, 518, 529, 539), "fa3": (292, 423, 521, 579, 602, 616)},
+    (256, False): {"fa2": (275, 313, 321, 323, 324, 326), "cudnn": (470, 546, 580, 581, 580, 581),
+                   "fa3": (482, None, 707, 736, 746, 756)},
+    (256, True): {"fa2": (208, 251, 278, 293, 297, 298), "cudnn": (308, 391, 450, 483, 497, 509),
+                  "fa3": (286, 427, 537, 612, 628, 642)},
+}
+
+
+def _case(batch, heads, heads_kv, seq_q, seq_k, head_dim, causal, dtype) -> dict:
+    return {"batch": batch, "heads": heads, "heads_kv": heads_kv, "seq_q": seq_q, "seq_k": seq_k,
+            "head_dim": head_dim, "causal": bool(causal), "dtype": dtype}
+
+
+def cases(cfg) -> list[dict]:
+    """The FA3 grid (tokens = batch * seqlen, hidden = heads * head dim), GQA cases, long context."""
+    from kernels.flash_attention import HEAD_DIMS
+    from repro.validate import selected_dtypes
+
+    bad = [d for d in [*cfg.head_dims, cfg.gqa.head_dim] if d not in HEAD_DIMS]
+    if bad:
+        raise ValueError(f"flash_attention: head dim {bad[0]} unsupported; supported: {HEAD_DIMS}")
+    out = []
+    for dtype in selected_dtypes(cfg):
+        for d in cfg.head_dims:
+            for s in cfg.seqlens:
+                for causal in cfg.causal:
+                    out.append(_case(_div(cfg.tokens, s, "tokens"), _div(cfg.hidden, d, "hidden"),
+                                     _div(cfg.hidden, d, "hidden"), s, s, d, causal, dtype))
+        for heads, heads_kv in cfg.gqa.heads:
+            for s in cfg.gqa.seqlens:
+                for causal in cfg.causal:
+                    out.append(_case(_div(cfg.tokens, s, "tokens"), heads, heads_kv, s, s,
+                                     cfg.gqa.head_dim, causal, dtype))
+        for extra in cfg.get("extra_cases") or []:
+            for causal in cfg.causal:
+                out.append(_case(extra.batch, extra.heads, extra.get("heads_kv", extra.heads), extra.seq_q,
+                                 extra.get("seq_k", extra.seq_q), extra.head_dim, causal, dtype))
+    keys = [tuple(c.values()) for c in out]
+    if len(set(keys)) != len(keys):
+        raise ValueError("flash_attention: the config lists a case twice")
+    return out
+
+
+def _div(total: int, part: int, what: str) -> int:
+    if part <= 0 or total % part:
+        raise ValueError(f"flash_attention: {what}={total} is not a multiple of {part}")
+    return total // part
+
+
+def validate_case(case: dict) -> None:
+    from kernels.flash_attention import validate
+
+    if case["dtype"] not in TORCH_DTYPES:
+        raise ValueError(f"flash_attention: dtype {case['dtype']} unsupported; allowed: {list(TORCH_DTYPES)}")
+    validate(case["batch"], case["heads"], case["heads_kv"], case["seq_q"], case["seq_k"],
+             case["head_dim"], TORCH_DTYPES[case["dtype"]])
+
+
+def make_inputs(case: dict, seed: int, device: str) -> dict:
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    dt = getattr(torch, TORCH_DTYPES[case["dtype"]])
+    b, d = case["batch"], case["head_dim"]
+    q = torch.randn(b, case["seq_q"], case["heads"], d, device=device, generator=g).to(dt)
+    k = torch.randn(b, case["seq_k"], case["heads_kv"], d, device=device, generator=g).to(dt)
+    v = torch.randn(b, case["seq_k"], case["heads_kv"], d, device=device, generator=g).to(dt)
+    return {"q": q, "k": k, "v": v, "out": torch.empty_like(q)}
+
+
+def reference(case: dict, inputs: dict):
+    """fp32 softmax(q k^T / sqrt(d)) v, bottom-right causal; rows without a key give 0."""
+    return attention_reference(inputs["q"], inputs["k"], inputs["v"], case["causal"])
+
+
+def attention_reference(q, k, v, causal: bool):
+    import torch
+
+    b, s_q, h, d = q.shape
+    s_k, h_kv = k.shape[1], k.shape[2]
+    group = h // h_kv
+    out = torch.empty(b, s_q, h, d, device=q.device, dtype=torch.float32)
+    rows = max(1, min(s_q, REF_CHUNK_ELEMS // max(1, group * s_k)))
+    keys = torch.arange(s_k, device=q.device)
+    for bi in range(b):
+        for hk in range(h_kv):
+            kf, vf = k[bi, :, hk].float(), v[bi, :, hk].float()
+            for r0 in range(0, s_q, rows):
+                qf = q[bi, r0:r0 + rows, hk * group:(hk + 1) * group].float().transpose(0, 1)
+                scores = (qf @ kf.T) / d**0.5  # [group, rows, s_k]
+                if causal:
+                    limit = torch.arange(r0, r0 + qf.shape[1], device=q.device) + (s_k - s_q)
+                    scores.masked_fill_(keys[None, :] > limit[:, None], float("-inf"))
+                p = torch.softmax(scores, dim=-1).nan_to_num_(0.0)
+                out[bi, r0:r0 + rows, hk * group:(hk + 1) * group] = (p @ vf).transpose(0, 1)
+    return out
+
+
+def visible_pairs(case: dict) -> float:
+    """A of the module docstring: visible (query, key) area per (batch, head)."""
+    s_q, s_k = case["seq_q"], case["seq_k"]
+    if not case["causal"]:
+        return float(s_q * s_k)
+    return s_q * s_k - s_q * s_q / 2.0 if s_q <= s_k else s_k * s_k / 2.0
+
+
+def flops(case: dict) -> float:
+    return 4.0 * case["batch"] * case["heads"] * case["head_dim"] * visible_pairs(case)
+
+
+def bytes_moved(case: dict) -> float:
+    per_row = case["seq_q"] * case["heads"] + case["seq_k"] * case["heads_kv"]
+    return 2.0 * case["batch"] * case["head_dim"] * per_row * 2
+
+
+def _knob_key(case: dict) -> str:
+    """Schedules are chosen per (head dim, causal, dtype) on each GPU, not per shape."""
+    import torch
+
+    return f"d={case['head_dim']},causal={case['causal']},{case['dtype']},{torch.cuda.get_device_name()}"
+
+
+def tilelang_knobs(case: dict):
+    """The schedule searched by `prepare` when cached, else the per-head-dim table."""
+    from kernels.flash_attention import Knobs, tuned_knobs
+
+    found = KnobCache("flash_attention").get(_knob_key(case))
+    return Knobs(**found) if found else tuned_knobs(case["head_dim"], case["causal"], TORCH_DTYPES[case["dtype"]])
+
+
+def prepare(cases_: list[dict], backends: list[str]) -> None:
+    """Search TileLang schedules before the sweep (REPRO_FA_SEARCH=0 keeps the table's)."""
+    if "tilelang" in backends and os.environ.get("REPRO_FA_SEARCH", "1") != "0":
+        search_schedules(cases_)
+
+
+def search_schedules(cases_: list[dict]) -> None:
+    """Per (head dim, causal, dtype): time every candidate on the group's case nearest to
+    seqlen 4k (MHA preferred), compiling all of them in parallel first; cache the fastest."""
+    import torch
+
+    from kernels.flash_attention import CANDIDATES, compile_flash_attention
+
+    cache = KnobCache("flash_attention")
+    groups: dict[str, dict] = {}
+    for c in cases_:
+        key = _knob_key(c)
+        rank = (c["heads"] != c["heads_kv"], abs(c["seq_q"] - 4096), c["seq_q"])
+        if cache.get(key) is None and (key not in groups or rank < groups[key][0]):
+            groups[key] = (rank, c)
+    todo = [(key, c) for key, (_, c) in groups.items()]
+    jobs = [(c, kn) for _, c in todo for kn in CANDIDATES[c["head_dim"]]]
+    kernels = compile_all([lambda c=c, kn=kn: compile_flash_attention(*_shape(c), kn, with_out=True)
+                           for c, kn in jobs])
+    at = 0
+    for key, case in todo:
+        cands = CANDIDATES[case["head_dim"]]
+        inputs = make_inputs(case, 0, "cuda")
+        runners = [kern if isinstance(kern, Exception) else _runner(kern, inputs)
+                   for kern in kernels[at:at + len(cands)]]
+        at += len(cands)
+        cache.put(key, asdict(pick_fastest(cands, runners)))
+        del inputs
+        torch.cuda.empty_cache()
+
+
+def _shape(case: dict) -> tuple:
+    return (case["batch"], case["heads"], case["heads_kv"], case["seq_q"], case["seq_k"], case["head_dim"],
+            case["causal"], TORCH_DTYPES[case["dtype"]])
+
+
+def _runner(kernel, inputs: dict):
+    q, k, v, out = inputs["q"], inputs["k"], inputs["v"], inputs["out"]
+
+    def run():
+        kernel(q, k, v, out)
+        return out
+
+    return run
+
+
+def build_tilelang(case: dict, inputs: dict):
+    from kernels.flash_attention import prepare as prepare_kernel
+
+    return prepare_kernel(inputs["q"], inputs["k"], inputs["v"], case["causal"],
+                          knobs=tilelang_knobs(case), out=inputs["out"])
+
+
+def build_triton(case: dict, inputs: dict):
+    from kernels.triton.flash_attention import prepare as prepare_kernel
+
+    fn = prepare_kernel(inputs["q"], inputs["k"], inputs["v"], case["causal"], out=inputs["out"])
+    fn()  # autotunes here, outside the timed region
+    return fn
+
+
+def build_fa2(case: dict, inputs: dict):
+    from flash_attn import flash_attn_func
+
+    q, k, v, causal = inputs["q"], inputs["k"], inputs["v"], case["causal"]
+    return lambda: flash_attn_func(q, k, v, causal=causal)  # GQA and bottom-right causal natively
+
+
+def build_fa3(case: dict, inputs: dict):
+    from flash_attn_interface import flash_attn_func
+
+    q, k, v, causal = inputs["q"], inputs["k"], inputs["v"], case["causal"]
+
+    def run():
+        out = flash_attn_func(q, k, v, causal=causal)
+        return out[0] if isinstance(out, tuple) else out  # some versions return (out, lse)
+
+    return run
+
+
+def build_sdpa_flash(case: dict, inputs: dict):
+    from torch.nn.attention import SDPBackend
+
+    return _build_sdpa(case, inputs, SDPBackend.FLASH_ATTENTION)
+
+
+def build_cudnn(case: dict, inputs: dict):
+    from torch.nn.attention import SDPBackend
+
+    return _build_sdpa(case, inputs, SDPBackend.CUDNN_ATTENTION)
+
+
+def _build_sdpa(case: dict, inputs: dict, backend):
+    """PyTorch SDPA pinned to one backend, on BHSD views of the BSHD inputs (no copies).
+
+    Bottom-right causal for s_q != s_k goes through `causal_lower_right`; GQA through
+    enable_gqa, else K/V heads repeated here (outside the timed call) where a backend lacks it.
+    """
+    import torch.nn.functional as F
+    from torch.nn.attention import sdpa_kernel
+    from torch.nn.attention.bias import causal_lower_right
+
+    q, k, v = (inputs[n].transpose(1, 2) for n in ("q", "k", "v"))
+    kwargs = {}
+    if case["causal"] and case["seq_q"] == case["seq_k"]:
+        kwargs["is_causal"] = True
+    elif case["causal"]:
+        kwargs["attn_mask"] = causal_lower_right(case["seq_q"], case["seq_k"])
+
+    def make(k_, v_, **extra):
+        def run():
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k_, v_, **kwargs, **extra).transpose(1, 2)
+        return run
+
+    if case["heads"] == case["heads_kv"]:
+        return make(k, v)
+    try:
+        fn = make(k, v, enable_gqa=True)
+        fn()
+        return fn
+    except (RuntimeError, TypeError):  # this backend (or torch) has no GQA path
+        group = case["heads"] // case["heads_kv"]
+        return make(k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1))
+
+
+def build_torch(case: dict, inputs: dict):
+    return lambda: reference(case, inputs)
+
+
+def reported(cfg) -> list[dict]:
+    """The FA3 paper's H100 figure (fp16) as reference rows, on the grid's own case keys."""
+    from repro.validate import selected_dtypes
+
+    if "fp16" not in selected_dtypes(cfg):
+        return []
+    rows = []
+    for (d, causal), per_backend in FA3_FIGURE.items():
+        for backend, values in per_backend.items():
+            for s, tflops in zip(FA3_SEQLENS, values):
+                if tflops is None:
+                    continue
+                case = _case(16384 // s, 2048 // d, 2048 // d, s, s, d, causal, "fp16")
+                rows.append({**case, "backend": backend, "tflops": float(tflops), "source": FA3_SOURCE})
+    return rows
+
+
+EXPERIMENT = Experiment(
+    name="flash_attention",
+    cases=cases,
+    make_inputs=make_inputs,
+    reference=reference,
+    flops=flops,
+    bytes=bytes_moved,
+    backends=[
+        Backend("tilelang", build=build_tilelang, probe=needs_module("tilelang"), vendors=("nvidia", "amd")),
+        Backend("triton", build=build_triton, probe=needs_module("triton"), vendors=("nvidia", "amd")),
+        Backend("fa2", build=build_fa2, probe=needs_module("flash_attn")),
+        Backend("sdpa_flash", build=build_sdpa_flash),
+        Backend("cudnn", build=build_cudnn),
+        Backend("fa3", build=build_fa3, probe=needs_module("flash_attn_interface")),
+        Backend("torch", build=build_torch, timed=False),
+    ],
+    baseline="sdpa_flash",
+    validate_case=validate_case,
+    reported=reported,
+    prepare=prepare,
+)

@@ -1,0 +1,101 @@
+"""Regenerate paper/ from results/: tables, figures, ledger, appendix, README and the LaTeX index files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from repro.report import claims as claims_mod
+from repro.report import style
+from repro.report.environment import write_environment
+from repro.report.figures import Figure, experiment_figures
+from repro.report.ledger import write_ledger
+from repro.report.load import Results, load
+from repro.report.readme import write_readme
+from repro.report.render import latex_escape, write
+from repro.report.side import loc_figure, scaling_figure, write_side_tables
+from repro.report.tables import write_experiment
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def read_config(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+
+def experiment_specs(results: Results, config: dict) -> dict[str, dict]:
+    """Every experiment present in results, with its report settings (defaults when unlisted)."""
+    listed = config.get("experiments") or {}
+    default = {"baselines": config.get("default_baselines", []), "figures": None}
+    return {name: {**default, **listed.get(name, {})} for name in sorted(results.experiments)}
+
+
+def make_figures(results: Results, config: dict, out: Path) -> list[Figure]:
+    style.apply()
+    figures: list[Figure] = []
+    for name, spec in experiment_specs(results, config).items():
+        figures += experiment_figures(results, name, spec, out)
+    if "loc" in results.side:
+        figures += [f for hw in results.hardware if (f := loc_figure(results, config, hw, out))]
+    if (fig := scaling_figure(results, out)) is not None:
+        figures.append(fig)
+    return figures
+
+
+def figures_index(figures: list[Figure], out: Path) -> Path:
+    """figures/all.tex: one float per figure, PDF versions, in a stable order."""
+    blocks = []
+    for fig in sorted(figures, key=lambda f: f.stem.name):
+        rel = fig.stem.relative_to(out.parent).as_posix()
+        blocks.append("\\begin{figure}[htbp]\n\\centering\n"
+                      f"\\includegraphics[width=\\linewidth,height=0.62\\textheight,keepaspectratio]{{{rel}.pdf}}\n"
+                      f"\\caption{{{latex_escape(fig.caption)}}}\n\\label{{fig:{fig.stem.name}}}\n\\end{{figure}}\n")
+    text = "\n".join(blocks) if blocks else "No figures yet: no measured results under \\texttt{results/}.\n"
+    return write(out / "all.tex", text)
+
+
+def tables_index(specs: dict, written: list[Path], out: Path) -> Path:
+    lines = []
+    for name, spec in specs.items():
+        lines.append(f"\\subsection{{{latex_escape(spec.get('title', name))}}}\n\\input{{tables/{name}}}\n")
+    for name, title in (("loc", "Code size"), ("portability", "Portability"), ("scaling", "Scaling")):
+        if out / f"{name}.tex" in written:
+            lines.append(f"\\subsection{{{title}}}\n\\input{{tables/{name}}}\n")
+    return write(out / "all.tex", "\n".join(lines) or "No measured results under \\texttt{results/} yet.\n")
+
+
+def clear_generated(out: Path, figures_only: bool) -> None:
+    """Remove earlier generated tables/figures so that outputs for vanished results do not linger."""
+    folders = {"figures": ("*.png", "*.pdf", "*.tex")}
+    if not figures_only:
+        folders["tables"] = ("*.md", "*.tex")
+    for folder, patterns in folders.items():
+        for pattern in patterns:
+            for path in sorted((out / folder).glob(pattern)):
+                path.unlink()
+
+
+def generate(results_dir: Path, out: Path, figures_only: bool = False, config_dir: Path = CONFIG_DIR) -> list[Path]:
+    """Write everything under `out`; returns the written files (sorted)."""
+    results = load(results_dir)
+    clear_generated(out, figures_only)
+    config = read_config(config_dir / "report.yaml")
+    figures = make_figures(results, config, out / "figures")
+    written = [p for f in figures for p in (f.stem.with_suffix(".png"), f.stem.with_suffix(".pdf"))]
+    written.append(figures_index(figures, out / "figures"))
+    if figures_only:
+        return sorted(written)
+    specs = experiment_specs(results, config)
+    tables: list[Path] = []
+    for name, spec in specs.items():
+        tables += write_experiment(results, name, spec, config.get("subject", "tilelang"), out / "tables")
+    tables += write_side_tables(results, config, out / "tables")
+    written += tables + [tables_index(specs, tables, out / "tables")]
+    figure_map: dict = {}
+    for fig in figures:
+        figure_map.setdefault((fig.key, fig.hardware), []).append(fig.stem)
+    ledger = claims_mod.evaluate(read_config(config_dir / "claims.yaml"), results, figure_map)
+    written += write_ledger(ledger, results.root.parent, out)
+    written += write_environment(results, out)
+    written.append(write_readme(results, ledger, figures, specs, out))
+    return sorted(written)
