@@ -178,7 +178,7 @@ def search_schedules(cases_: list[dict]) -> None:
     from kernels.flash_attention import CANDIDATES, compile_flash_attention
 
     cache = KnobCache("flash_attention")
-    groups: dict[str, dict] = {}
+    groups: dict[str, tuple] = {}  # knob key -> (rank, representative case)
     for c in cases_:
         key = _knob_key(c)
         rank = (c["heads"] != c["heads_kv"], abs(c["seq_q"] - 4096), c["seq_q"])

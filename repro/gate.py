@@ -19,6 +19,17 @@ def poison_outputs(inputs: Mapping[str, Any]) -> None:
                 value.fill_(INT_POISON)
 
 
+def poison_allocator(nbytes: int, device: str = "cuda") -> None:
+    """Fill then free a block of the caching allocator, so outputs a kernel allocates itself
+    (torch.empty inside a wrapper) start as NaN (0xFF bytes) rather than as stale valid data."""
+    import torch
+
+    if nbytes > 0:
+        block = torch.empty(int(nbytes), dtype=torch.uint8, device=device)
+        block.fill_(0xFF)
+        del block
+
+
 def as_tuple(x) -> tuple:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 

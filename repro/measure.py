@@ -6,7 +6,7 @@ import traceback
 from typing import Any, Mapping
 
 from repro.experiment import Backend, Experiment
-from repro.gate import default_check, poison_outputs
+from repro.gate import default_check, poison_allocator, poison_outputs
 from repro.timer import L2Flusher, time_cuda
 
 
@@ -30,6 +30,7 @@ def _gate(exp: Experiment, backend: Backend, case: dict, settings: Mapping, devi
         ref = exp.reference(case, inputs)
         fn = backend.build(case, inputs)
         poison_outputs(inputs)
+        poison_allocator(min(2 * exp.bytes(case), 8 << 30), device)
         out = fn()
         torch.cuda.synchronize()
         figures = exp.check(case, inputs, out, ref) if exp.check else default_check(out, ref, tol)

@@ -79,7 +79,8 @@ def test_tensor_checks_run_before_any_launch():
     with pytest.raises(ValueError, match="not a multiple of 3 KV heads"):
         check_tensors(q, kv, kv)
     with pytest.raises(ValueError, match="disagree"):
-        check_tensors(q, torch.randn(1, 16, 8, 128, dtype=torch.float16), torch.randn(1, 16, 8, 128, dtype=torch.float16))
+        wide = torch.randn(1, 16, 8, 128, dtype=torch.float16)
+        check_tensors(q, wide, wide)
     with pytest.raises(ValueError, match="dtypes differ"):
         check_tensors(q, q.bfloat16(), q)
     with pytest.raises(ValueError, match="CUDA tensors"):
