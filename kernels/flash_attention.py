@@ -182,6 +182,9 @@ def prepare(q, k, v, causal: bool = False, *, knobs: Optional[Knobs] = None, out
         raise ValueError("flash_attention: q, k, v must be CUDA tensors")
     if out is not None and (out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous()):
         raise ValueError(f"flash_attention: out must be a contiguous {tuple(q.shape)} {q.dtype} tensor")
+    skip = shape[3] - shape[4] if causal else 0
+    if skip > 0:  # bottom-right causal, s_q > s_k: the first `skip` rows see no key at all
+        return _with_empty_rows(q, k, v, skip, knobs, out)
     knobs = knobs or tuned_knobs(shape[5], causal, shape[6])
     kernel = compile_flash_attention(*shape[:6], causal, shape[6], knobs, with_out=out is not None)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -191,6 +194,22 @@ def prepare(q, k, v, causal: bool = False, *, knobs: Optional[Knobs] = None, out
     def run():
         kernel(q, k, v, out)
         return out
+
+    return run
+
+
+def _with_empty_rows(q, k, v, skip: int, knobs, out):
+    """Rows with no visible key are zero (FlashAttention's convention); the remaining rows are the
+    square bottom-right causal problem on q[:, skip:], which the kernel computes."""
+    import torch
+
+    inner = prepare(q[:, skip:].contiguous(), k, v, True, knobs=knobs)
+    res = out if out is not None else torch.empty_like(q)
+
+    def run():
+        res[:, :skip].zero_()
+        res[:, skip:].copy_(inner())
+        return res
 
     return run
 

@@ -1,6 +1,7 @@
 """Which accelerator is present, and which hardware profile (configs/hardware/*.yaml) describes it."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -18,7 +19,7 @@ class Device:
     vendor: str  # nvidia | amd | ascend
     name: str  # as the driver reports it, e.g. "NVIDIA H100 80GB HBM3"
     count: int
-    arch: str  # sm_90 / gfx942 / ascend910b
+    arch: str  # sm_90 / gfx942 / ascend910b (see amd_arch, ascend_arch)
 
 
 def detect_device() -> Optional[Device]:
@@ -29,18 +30,35 @@ def detect_device() -> Optional[Device]:
         return None
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        if getattr(torch.version, "hip", None):
-            arch = getattr(props, "gcnArchName", "gfx").split(":")[0]
-            return Device("amd", props.name, torch.cuda.device_count(), arch)
+        if getattr(torch.version, "hip", None):  # ROCm builds of torch answer through torch.cuda
+            arch = amd_arch(getattr(props, "gcnArchName", ""))
+            return Device("amd", props.name or arch, torch.cuda.device_count(), arch)
         return Device("nvidia", props.name, torch.cuda.device_count(), f"sm_{props.major}{props.minor}")
+    return _detect_ascend()
+
+
+def _detect_ascend() -> Optional[Device]:
     try:
+        import torch
         import torch_npu  # noqa: F401  (registers torch.npu)
 
         if torch.npu.is_available():
-            return Device("ascend", torch.npu.get_device_name(0), torch.npu.device_count(), "ascend")
-    except Exception:
+            name = torch.npu.get_device_name(0)
+            return Device("ascend", name, torch.npu.device_count(), ascend_arch(name))
+    except Exception:  # torch_npu absent, or present without a driver
         pass
     return None
+
+
+def amd_arch(gcn_arch_name: str) -> str:
+    """'gfx942:sramecc+:xnack-' -> 'gfx942' (the ISA TileLang's HIP target takes as mcpu)."""
+    return gcn_arch_name.split(":")[0].strip() or "gfx"
+
+
+def ascend_arch(name: str) -> str:
+    """'Ascend910B2' -> 'ascend910b', 'Ascend950PR_9589' -> 'ascend950': the chip family."""
+    match = re.search(r"ascend\s*(\d+)([a-z](?=\d|_|$))?", name.lower())  # B of 910B2, not P of 950PR
+    return f"ascend{match.group(1)}{match.group(2) or ''}" if match else "ascend"
 
 
 def profile_names() -> list[str]:
@@ -55,8 +73,11 @@ def load_profile(name: str) -> dict:
 
 
 def matches(profile: dict, device: Device) -> bool:
-    name = device.name.lower()
-    return profile["vendor"] == device.vendor and any(m.lower() in name for m in profile["match"])
+    """Same vendor, and a `match` pattern inside the device name or equal to its arch (some ROCm
+    releases report an empty marketing name, but always the gfx ISA)."""
+    name, arch = device.name.lower(), device.arch.lower()
+    return profile["vendor"] == device.vendor and any(
+        m.lower() in name or m.lower() == arch for m in profile["match"])
 
 
 def resolve_profile(requested: str, device: Optional[Device]) -> dict:

@@ -1,39 +1,169 @@
-"""Fault isolation: one (case, backend) in a child process with a time limit.
+"""Fault isolation: (case, backend) measurements in a child process with a time limit.
 
-A CUDA fault poisons its process's context for good, and a hung kernel never returns; in a child,
-either becomes a status row and the sweep goes on in a healthy parent.
+A CUDA fault poisons its process's context for good, a bad pointer kills it, and a hung kernel
+never returns; in a child, each becomes a status row and the sweep goes on in a healthy parent.
+One child serves many measurements (starting one costs seconds: torch, CUDA, the experiment's
+imports) and is replaced after any failure, so a poisoned context never reaches the next case.
+Children recompile their kernels from TileLang's and Triton's disk caches.
+
+Which backends run in a child (`bench.isolate`): true = all, false = none, auto = every backend
+but those in TRUSTED, i.e. kernels written here (TileLang, Triton) and third-party extensions
+(FlashAttention, FlashMLA, FlashInfer, DeepGEMM) are isolated; PyTorch's own operators run in
+the parent.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import queue
+import os
+import signal
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# PyTorch's own operators (cuBLAS / hipBLASLt through torch.matmul, SDPA, cuDNN, plain torch
+# references): shipped and tested with PyTorch, trusted not to bring the process down.
+TRUSTED = frozenset({"cublas", "hipblaslt", "sdpa_flash", "cudnn", "torch"})
+RESTART_AFTER = ("error", "oom", "timeout")  # a context that failed once is not trusted again
 
 
-def _child(exp_name: str, backend: str, case: dict, settings: dict, hw: dict, out: mp.Queue) -> None:
+def isolated(mode: Any, backend: str) -> bool:
+    return mode is True or (mode == "auto" and backend not in TRUSTED)
+
+
+def _failure_row(exc: BaseException) -> dict:
+    import traceback
+
+    last = traceback.extract_tb(exc.__traceback__)[-1:] or None
+    where = f" ({last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})" if last else ""
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    status = "oom" if type(exc).__name__ == "OutOfMemoryError" else "error"
+    return {"status": status, "error": f"{type(exc).__name__}: {first}{where}"}
+
+
+def _die_with_parent() -> None:
+    """A parent killed mid-measurement must not leave a hung child behind (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _serve(conn) -> None:
+    """The child: set up from the first message, then measure what the parent sends until None."""
     from repro.experiment import load_experiment
     from repro.measure import measure
 
-    exp = load_experiment(exp_name)
-    out.put(measure(exp, exp.backend(backend), case, settings, hw))
+    _die_with_parent()
+    exp_name, settings, hw, device = conn.recv()
+    exp, flusher = load_experiment(exp_name), None
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        kind, payload = task
+        try:
+            if kind == "prepare":
+                exp.prepare(*payload)
+                result = {"status": "ok"}
+            else:
+                if flusher is None and device != "cpu" and settings["flush_l2"]:
+                    from repro.timer import L2Flusher
+
+                    flusher = L2Flusher()
+                backend, case = payload
+                result = measure(exp, exp.backend(backend), case, settings, hw, flusher, device)
+        except BaseException as exc:  # measure() catches a backend's faults; this is for the rest
+            result = _failure_row(exc)
+        conn.send(result)
 
 
-def measure_isolated(exp_name: str, backend: str, case: dict, settings: dict, hw: dict) -> dict:
-    ctx = mp.get_context("spawn")  # never fork a process that holds a CUDA context
-    out = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(exp_name, backend, case, settings, hw, out), daemon=True)
-    proc.start()
-    limit = float(settings["timeout_s"])
-    try:
-        result = out.get(timeout=limit)
-    except queue.Empty:
-        result = None
-    proc.join(timeout=5 if result is not None else 0.1)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-        if result is None:
-            return {"status": "timeout", "error": f"no result within bench.timeout_s={limit:g} s; child killed"}
-    if result is None:
-        code = proc.exitcode
-        return {"status": "error", "error": f"child process died (exit code {code}) before reporting"}
-    return result
+def _death_row(exitcode: Optional[int]) -> dict:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        if -exitcode == signal.SIGKILL:  # the harness did not send it
+            return {"status": "oom", "error": "child killed by SIGKILL, not by the harness: most likely the "
+                                              "system's out-of-memory killer"}
+        return {"status": "error", "error": f"child process crashed: killed by {name} (a fault in native "
+                                            "code, e.g. an illegal memory access or a failed assertion)"}
+    return {"status": "error", "error": f"child process exited with code {exitcode} before reporting"}
+
+
+class Sandbox:
+    """A child process measuring one experiment's (case, backend) pairs, one at a time."""
+
+    def __init__(self, exp_name: str, settings: dict, hw: dict, device: str = "cuda"):
+        self.args = (exp_name, settings, hw, device)
+        self.proc = self.conn = None
+
+    def _start(self) -> None:
+        # A fresh interpreter, not a fork (the parent may hold a CUDA context) nor a
+        # multiprocessing spawn (inside a joblib or submitit worker its start method is theirs).
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "repro.isolate", str(theirs.fileno())],
+                                     pass_fds=[theirs.fileno()], env=env)
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.conn.send(self.args)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.conn.send(None)
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.conn.close()
+        self.proc = self.conn = None
+
+    def _call(self, task: tuple, limit_s: float) -> dict:
+        if self.proc is None:
+            self._start()
+        try:
+            self.conn.send(task)
+            if self.conn.poll(limit_s):
+                result = self.conn.recv()
+            else:
+                self.proc.kill()
+                result = {"status": "timeout", "error": f"no result within {limit_s:g} s "
+                                                        "(bench.timeout_s); child killed"}
+        except (EOFError, OSError):
+            result = _death_row(self._exit_code())
+        if result.get("status") in RESTART_AFTER or self.proc.poll() is not None:
+            self.stop()
+        return result
+
+    def _exit_code(self) -> Optional[int]:
+        try:
+            return self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def measure(self, backend: str, case: dict) -> dict:
+        return self._call(("measure", (backend, case)), float(self.args[1]["timeout_s"]))
+
+    def prepare(self, cases: list, backends: list, limit_s: float) -> dict:
+        return self._call(("prepare", (cases, backends)), limit_s)
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))

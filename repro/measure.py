@@ -5,6 +5,7 @@ import math
 import traceback
 from typing import Any, Mapping
 
+from repro.cpu_timer import time_cpu
 from repro.experiment import Backend, Experiment
 from repro.gate import default_check, poison_allocator, poison_outputs
 from repro.timer import L2Flusher, time_cuda
@@ -32,7 +33,8 @@ def _gate(exp: Experiment, backend: Backend, case: dict, settings: Mapping, devi
         poison_outputs(inputs)
         poison_allocator(min(2 * exp.bytes(case), 8 << 30), device)
         out = fn()
-        torch.cuda.synchronize()
+        if device != "cpu":  # the CPU device serves only the harness self-test
+            torch.cuda.synchronize()
         figures = exp.check(case, inputs, out, ref) if exp.check else default_check(out, ref, tol)
         del out, ref
         worst["rel_l2"] = max(worst["rel_l2"], figures.get("rel_l2", 0.0))
@@ -72,9 +74,10 @@ def measure(exp: Experiment, backend: Backend, case: dict, settings: Mapping, hw
             return {**row, "status": "incorrect", "error": figures["error"]}
         if not backend.timed:
             return {**row, "status": "ok", "error": "reference only: not timed"}
-        timing = time_cuda(fn, warmup_ms=settings["warmup_ms"], rep_ms=settings["rep_ms"],
-                           min_reps=settings["min_reps"], max_reps=settings["max_reps"],
-                           flush_l2=settings["flush_l2"], cuda_graph=settings["cuda_graph"], flusher=flusher)
+        timer = time_cuda if device != "cpu" else time_cpu
+        timing = timer(fn, warmup_ms=settings["warmup_ms"], rep_ms=settings["rep_ms"],
+                       min_reps=settings["min_reps"], max_reps=settings["max_reps"],
+                       flush_l2=settings["flush_l2"], cuda_graph=settings["cuda_graph"], flusher=flusher)
         del fn, inputs
         return {**row, "status": "ok", "median_ms": timing.median_ms, "p25_ms": timing.p25_ms,
                 "p75_ms": timing.p75_ms, "min_ms": timing.min_ms, "reps": timing.reps,

@@ -1,23 +1,54 @@
-"""Runs one experiment's sweep: validate, detect hardware, then gate and time each (case, backend)."""
+"""Runs one experiment's sweep: validate, claim a GPU, detect hardware, then gate and time each (case, backend)."""
 from __future__ import annotations
 
 import datetime as dt
 import os
 import secrets
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from repro import manifest as mf
 from repro.experiment import Experiment, load_experiment
 from repro.hardware import detect_device, resolve_profile
 from repro.measure import measure
-from repro.store import ResultsStore, case_key
+from repro.shard import parse_shard, select, shard_label
+from repro.store import ResultsStore, case_key, part_files
 from repro.summary import print_summary
-from repro.validate import check_experiment_name, settings_of, validate
+from repro.validate import check_experiment_name, check_launcher, settings_of, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS_FILES = ["repro/gate.py", "repro/timer.py", "repro/measure.py"]
+# The self-test's stand-in for a hardware profile: no peaks, so no roofline fractions.
+CPU_PROFILE = {"name": "cpu", "vendor": "cpu", "peak_tflops": {}, "hbm_tbps": None}
+
+
+@dataclass(frozen=True)
+class Job:
+    """Where this run sits: a single run, or one job of a Hydra multirun (sequential or parallel)."""
+
+    multirun: bool = False
+    parallel: bool = False  # other jobs of the sweep run at the same time (any launcher but `basic`)
+    num: Optional[int] = None
+    launcher: Any = None
+
+
+def current_job() -> Job:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:
+        return Job()
+    if not HydraConfig.initialized():
+        return Job()
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return Job()
+    target = str(hc.launcher.get("_target_", ""))
+    return Job(True, not target.endswith("BasicLauncher"), hc.job.get("num"), hc.launcher)
 
 
 def new_run_id() -> str:
@@ -31,16 +62,17 @@ def source_files(exp: Experiment) -> list[Path]:
 
 
 def plan(cfg: DictConfig):
-    """Everything that can be checked without a device: (experiment, backends, cases)."""
+    """Everything that can be checked without a device: (experiment, backends, this shard's cases)."""
     check_experiment_name(cfg.experiment)
     exp = load_experiment(cfg.experiment)
     backends, cases = validate(cfg, exp)
-    return exp, backends, cases
+    return exp, backends, select(cases, parse_shard(cfg.get("shard")), exp.flops)
 
 
-def _row(exp, case, backend, hw, run_id, code_hash, env_key, seed, result) -> dict:
-    return {"experiment": exp.name, "case": case_key(case), "backend": backend, "run_id": run_id,
-            "hardware": hw["name"], **case, "seed": seed, "code_hash": code_hash, "env_key": env_key,
+def _row(exp, case, backend, meta: dict, result: dict) -> dict:
+    return {"experiment": exp.name, "case": case_key(case), "backend": backend, "run_id": meta["run_id"],
+            "hardware": meta["hardware"], **case, "seed": meta["seed"], "code_hash": meta["code_hash"],
+            "env_key": meta["env_key"],
             "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **result}
 
 
@@ -55,53 +87,121 @@ def _reported_rows(exp: Experiment, cfg: DictConfig, run_id: str, hw: dict) -> l
 
 def run(cfg: DictConfig) -> int:
     exp, backends, cases = plan(cfg)
+    job, device = current_job(), cfg.get("device", "cuda")
+    if job.multirun:
+        from repro.devices import node_gpus
+
+        check_launcher(job.launcher, len(node_gpus()) if device == "cuda" else 0)
+    shard = parse_shard(cfg.get("shard"))
+    label = f"[{exp.name} shard {shard[0]}/{shard[1]}] " if shard else f"[{exp.name}] "
     if cfg.get("dry_run"):
         for case in cases:
             print(f"{exp.name}  {case_key(case)}  backends={','.join(backends)}")
-        print(f"{len(cases)} case(s) x {len(backends)} backend(s); dry run, nothing measured")
+        print(f"{label}{len(cases)} case(s) x {len(backends)} backend(s); dry run, nothing measured")
         return 0
-    hw = resolve_profile(cfg.hardware.name, detect_device())
-    run_id = cfg.get("run_id") or new_run_id()
+    if not cases:
+        print(f"{label}no case falls in this shard; nothing to do")
+        return 0
+    pin = device == "cuda" and (job.multirun or shard is not None) and "SLURM_JOB_ID" not in os.environ
+    if pin:
+        from repro.devices import exclusive_gpu
+
+        claim = exclusive_gpu(label)
+    else:
+        claim = nullcontext()
+    with claim:
+        return _sweep(cfg, exp, backends, cases, job, shard, device, label)
+
+
+def _open_store(cfg, exp, hw, run_id, job: Job, shard) -> ResultsStore:
+    """Jobs that may run beside others write a part file of their own; a single run, the main file."""
+    root = Path(cfg.results_dir)
+    if job.parallel or shard is not None:
+        part = f"{run_id}.{shard_label(shard)}" + (f".job{job.num}" if job.num is not None else "")
+        return ResultsStore(root, hw["name"], exp.name, part)
+    if part_files(root, hw["name"], exp.name):  # a killed sweep's rows: fold them in first
+        _merge_now(root, exp.name, "")
+    return ResultsStore(root, hw["name"], exp.name)
+
+
+def _merge_now(root: Path, experiment: str, label: str) -> None:
+    from repro.merge import merge_all
+
+    for line in merge_all(root, [experiment]).lines():
+        print(f"{label}{line}")
+
+
+def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str) -> int:
+    hw = CPU_PROFILE if device == "cpu" else resolve_profile(cfg.hardware.name, detect_device())
+    run_id = str(cfg.get("run_id") or new_run_id())
     settings = settings_of(cfg)
     if settings.get("seed") is None:
         settings["seed"] = int.from_bytes(os.urandom(3), "little")  # fresh inputs every run
     root = Path(cfg.results_dir)
     manifest = mf.collect()
     mf.write(manifest, root / hw["name"], run_id)
-    env_key, code_hash = mf.env_key(manifest), mf.code_hash(source_files(exp))
-    store = ResultsStore(root, hw["name"], exp.name)
+    meta = {"run_id": run_id, "hardware": hw["name"], "seed": settings["seed"], "env_key": mf.env_key(manifest),
+            "code_hash": mf.code_hash(source_files(exp))}
+    store = _open_store(cfg, exp, hw, run_id, job, shard)
     store.params = list(cases[0].keys())
-    store.drop_status("reported")
-    store.write(_reported_rows(exp, cfg, run_id, hw))
+    if shard is None or shard[0] == 0:  # one job of a sharded sweep carries the published rows
+        if store.path == store.main_path:
+            store.drop_status("reported")
+        store.write(_reported_rows(exp, cfg, run_id, hw))
     todo = [(c, b) for c in cases for b in backends
-            if cfg.get("redo") or not store.is_done(case_key(c), b, code_hash, env_key)]
-    print(f"[{exp.name}] {len(cases) * len(backends) - len(todo)} measured already, {len(todo)} to run "
-          f"on {manifest['gpu'].get('name')} ({hw['name']}), run {run_id}")
-    if exp.prepare and todo and not settings["isolate"]:
-        try:
-            exp.prepare(sorted({case_key(c): c for c, _ in todo}.values(), key=case_key), backends)
-        except Exception as exc:  # a failed search leaves the default schedules; the gate still decides
-            print(f"[{exp.name}] schedule search failed, using defaults: {type(exc).__name__}: {exc}")
-    execute(exp, todo, settings, hw, store, run_id, code_hash, env_key, cfg)
+            if cfg.get("redo") or not store.is_done(case_key(c), b, meta["code_hash"], meta["env_key"])]
+    print(f"{label}{len(cases) * len(backends) - len(todo)} measured already, {len(todo)} to run "
+          f"on {manifest['gpu'].get('name') or device} ({hw['name']}), run {run_id}")
+    execute(exp, todo, backends, settings, hw, store, meta, device)
     print_summary(store.df, exp.baseline)
+    if store.path != store.main_path:
+        if job.parallel:
+            print(f"{label}rows in {store.path.as_posix()}; merged when the sweep ends "
+                  "(or by `python -m repro.merge`)")
+        else:
+            _merge_now(root, exp.name, label)
     return 0
 
 
-def execute(exp, todo, settings, hw, store, run_id, code_hash, env_key, cfg) -> None:
-    """Measure each pending (case, backend), in this process or in a child with a time limit."""
+def _prepare(exp, todo, backends, settings, sandbox) -> None:
+    """Compile and tune before timing: in the sandbox when any backend is isolated."""
+    cases = sorted({case_key(c): c for c, _ in todo}.values(), key=case_key)
+    if sandbox is not None:
+        result = sandbox.prepare(cases, backends, float(settings["timeout_s"]) * max(1, len(cases)))
+        failure = None if result["status"] == "ok" else f"{result['status']}: {result.get('error', '')}"
+    else:
+        try:
+            exp.prepare(cases, backends)
+            failure = None
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+    if failure:  # a failed search leaves the default schedules; the gate still decides
+        print(f"[{exp.name}] schedule search failed, using defaults: {failure}")
+
+
+def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda") -> None:
+    """Measure each pending (case, backend): untrusted ones in a sandbox child, the rest here."""
     from tqdm import tqdm
 
-    from repro.isolate import measure_isolated
-    from repro.timer import L2Flusher
+    from repro.isolate import Sandbox, isolated
 
-    flusher = None if settings["isolate"] else L2Flusher()
-    bar = tqdm(todo, desc=exp.name, unit="run", dynamic_ncols=True)
-    for case, backend in bar:
-        bar.set_postfix_str(f"{backend} {case_key(case)}"[:60])
-        if settings["isolate"]:
-            result = measure_isolated(exp.name, backend, case, settings, hw)
-        else:
-            result = measure(exp, exp.backend(backend), case, settings, hw, flusher)
-        store.write([_row(exp, case, backend, hw, run_id, code_hash, env_key, settings["seed"], result)])
-        if result["status"] not in ("ok", "skipped"):
-            tqdm.write(f"  {backend} {case_key(case)}: {result['status']}: {result.get('error', '')}")
+    mode = settings["isolate"]
+    any_isolated = any(isolated(mode, b) for _, b in todo)
+    flusher = None
+    with Sandbox(exp.name, settings, hw, device) if any_isolated else nullcontext() as sandbox:
+        if exp.prepare and todo:
+            _prepare(exp, todo, backends, settings, sandbox)
+        bar = tqdm(todo, desc=exp.name, unit="run", dynamic_ncols=True)
+        for case, backend in bar:
+            bar.set_postfix_str(f"{backend} {case_key(case)}"[:60])
+            if isolated(mode, backend):
+                result = sandbox.measure(backend, case)
+            else:
+                if flusher is None and device != "cpu" and settings["flush_l2"]:
+                    from repro.timer import L2Flusher
+
+                    flusher = L2Flusher()
+                result = measure(exp, exp.backend(backend), case, settings, hw, flusher, device)
+            store.write([_row(exp, case, backend, meta, result)])
+            if result["status"] not in ("ok", "skipped"):
+                tqdm.write(f"  {backend} {case_key(case)}: {result['status']}: {result.get('error', '')}")

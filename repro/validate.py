@@ -1,6 +1,10 @@
 """Every override is checked before any GPU work; errors name the key and the allowed values."""
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from repro.experiment import Experiment, known_experiments
@@ -26,9 +30,11 @@ def check_bench(bench: DictConfig) -> None:
         _positive_int(f"bench.{key}", bench.get(key))
     if bench.max_reps < bench.min_reps:
         raise ConfigError(f"bench.max_reps={bench.max_reps} is below bench.min_reps={bench.min_reps}")
-    for key in ("flush_l2", "cuda_graph", "isolate"):
+    for key in ("flush_l2", "cuda_graph"):
         if not isinstance(bench.get(key), bool):
             raise ConfigError(f"bench.{key}={bench.get(key)!r}: must be true or false")
+    if bench.get("isolate") not in (True, False, "auto"):
+        raise ConfigError(f"bench.isolate={bench.get('isolate')!r}: allowed values: true, false, auto")
     if bench.timer not in ("cuda_events",):
         raise ConfigError(f"bench.timer={bench.timer!r}: allowed values: cuda_events")
     timeout = bench.get("timeout_s")
@@ -72,6 +78,7 @@ def selected_dtypes(cfg: DictConfig) -> list[str]:
 
 def validate(cfg: DictConfig, exp: Experiment) -> tuple[list[str], list[dict]]:
     """Check the whole config; return (backends, cases). Raises ConfigError."""
+    check_run_keys(cfg)
     check_bench(cfg.bench)
     hw = cfg.hardware.name
     if hw not in ["auto", *profile_names()]:
@@ -105,3 +112,70 @@ def settings_of(cfg: DictConfig) -> dict:
     for dtype, override in (OmegaConf.to_container(extra, resolve=True) if extra else {}).items():
         tol[dtype] = {**tol.get(dtype, {}), **override}
     return {**bench, "tolerance": tol}
+
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CPU_EXPERIMENTS = ("selftest",)  # the only experiment allowed to measure on the CPU
+
+
+def _flag(cfg: DictConfig, key: str) -> None:
+    if not isinstance(cfg.get(key, False), bool):
+        raise ConfigError(f"{key}={cfg.get(key)!r}: must be true or false")
+
+
+def check_run_keys(cfg: DictConfig) -> None:
+    """The top-level keys of a run: flags, run id, device, shard and where results go."""
+    from repro.shard import parse_shard
+
+    for key in ("redo", "dry_run"):
+        _flag(cfg, key)
+    run_id = cfg.get("run_id")
+    if run_id is not None and (isinstance(run_id, bool) or not RUN_ID.match(str(run_id))):
+        raise ConfigError(f"run_id={run_id!r}: up to 64 letters, digits, '.', '_' or '-', starting with a letter "
+                          "or digit (it names files)")
+    device = cfg.get("device", "cuda")
+    if device not in ("cuda", "cpu"):
+        raise ConfigError(f"device={device!r}: allowed values: cuda (cpu only for experiment=selftest)")
+    if device == "cpu" and cfg.get("experiment") not in CPU_EXPERIMENTS:
+        raise ConfigError(f"device=cpu: only the harness self-test ({', '.join(CPU_EXPERIMENTS)}) runs on the CPU")
+    try:
+        parse_shard(cfg.get("shard"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    check_results_dir(cfg.get("results_dir"))
+
+
+def check_results_dir(value) -> None:
+    """A folder we can create and write in: checked now, not after the first measurement."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"results_dir={value!r}: give a folder path, e.g. results_dir=results")
+    path = Path(value)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe == path and not path.is_dir():
+        raise ConfigError(f"results_dir={value!r}: exists and is not a folder")
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"results_dir={value!r}: cannot create or write in {probe.as_posix()!r}")
+
+
+def check_launcher(launcher, gpus: int) -> None:
+    """The Hydra launcher's keys that decide how jobs share GPUs (a multirun job checks its own)."""
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        n_jobs = launcher.get("n_jobs")
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+            raise ConfigError(f"hydra.launcher.n_jobs={n_jobs!r}: a positive integer, one job per GPU "
+                              f"(default: the GPU count, {gpus} here)")
+        if gpus and n_jobs > gpus:
+            raise ConfigError(f"hydra.launcher.n_jobs={n_jobs}: more parallel jobs than the {gpus} GPU(s) "
+                              f"visible; allowed: 1..{gpus} (never two timing jobs on one GPU)")
+    if "submitit" in target:
+        timeout = launcher.get("timeout_min")
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
+            raise ConfigError(f"hydra.launcher.timeout_min={timeout!r}: a positive number of minutes")
+        for key in ("gpus_per_node", "gpus_per_task"):
+            n = launcher.get(key)
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n not in (0, 1)):
+                raise ConfigError(f"hydra.launcher.{key}={n!r}: each job times on one GPU; allowed: 0, 1 "
+                                  "(spread a sweep over more GPUs with shard=i/n)")

@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-NO_SCORE = -1.0e30  # finite running-max start: a fully masked key block never yields inf - inf
+NO_SCORE = tl.constexpr(-1.0e30)  # finite running-max start: a fully masked key block never yields inf - inf
 
 
 @triton.jit

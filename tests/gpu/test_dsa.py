@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from experiments import _dsa
-from experiments import dsa_indexer as indexer_exp
-from experiments import dsa_topk as topk_exp
-from experiments import sparse_mla as mla_exp
+from experiments.dsa_indexer import EXPERIMENT as indexer_exp
+from experiments.dsa_topk import EXPERIMENT as topk_exp
+from experiments.sparse_mla import EXPERIMENT as mla_exp
 from repro.gate import default_check, poison_outputs
 
 pytestmark = pytest.mark.gpu
-INDEXER_TOL = {"rel_l2": 1e-4, "max_abs_rel": 1e-3}
+INDEXER_TOL = {"rel_l2": 1e-3, "max_abs_rel": 1e-3}
 BF16_TOL = {"rel_l2": 1e-2, "max_abs_rel": 5e-2}
 
 

@@ -1,0 +1,29 @@
+"""A wall-clock timer for the CPU device, which only the harness self-test (experiment=selftest) uses.
+
+Every GPU measurement goes through repro/timer.py's device-event timer; this one exists so the
+CPU tests can drive the real runner, gate and isolation end to end on a machine without a GPU.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from repro.timer import Timing, rep_count, summarize
+
+
+def time_cpu(fn: Callable[[], object], *, warmup_ms: float = 25, rep_ms: float = 200, min_reps: int = 10,
+             max_reps: int = 200, **_gpu_only) -> Timing:
+    """Median wall time of fn() with the same warm-up and repetition rules as the GPU timer."""
+    start, n_warm = time.perf_counter(), 0
+    while True:
+        fn()
+        n_warm += 1
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        if elapsed_ms >= warmup_ms or n_warm >= 1000:
+            break
+    samples = []
+    for _ in range(rep_count(elapsed_ms / n_warm, rep_ms, min_reps, max_reps)):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return summarize(samples)

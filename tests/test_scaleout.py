@@ -1,0 +1,170 @@
+"""Scale-out and fault tolerance on CPU, through the harness self-test (experiments/selftest.py).
+
+Sweeps through Hydra's launchers merge into one results file; faulty children become status
+rows; a killed sweep resumes where it stopped; GPU claims are exclusive; shards partition.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from repro.merge import merge_all
+from repro.shard import parse_shard, select
+from repro.store import ResultsStore, StoreError, part_files, read_results
+from tests.helpers import compose_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = [16, 24, 32, 48]
+
+
+def run_py(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def results_of(root: Path) -> pd.DataFrame:
+    return read_results(root / "cpu" / "selftest.csv")
+
+
+@pytest.mark.parametrize("launcher", ["submitit_local", "joblib"])
+def test_sharded_sweep_merges_without_loss_or_duplicates(tmp_path, launcher):
+    res = run_py("-m", f"hydra/launcher={launcher}", "experiment=selftest", "++shard=0/2,1/2",
+                 "backends=[matmul,wrong]", "bench.isolate=false", f"results_dir={tmp_path / 'r'}",
+                 f"hydra.sweep.dir={tmp_path / 'm'}", *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []))
+    assert res.returncode == 0, res.stderr[-3000:]
+    df = results_of(tmp_path / "r")
+    assert sorted(df["case"].str.extract(r"n=(\d+)")[0].astype(int).unique()) == SIZES
+    assert len(df) == len(SIZES) * 2 and not df.duplicated(["case", "backend"]).any()
+    assert set(df.loc[df.backend == "matmul", "status"]) == {"ok"}
+    assert set(df.loc[df.backend == "wrong", "status"]) == {"incorrect"}
+    assert df["run_id"].nunique() == 2  # one per shard, each measured half the cases
+    assert part_files(tmp_path / "r", "cpu", "selftest") == []
+
+
+def test_faulty_children_become_status_rows(tmp_path):
+    from repro.runner import run
+
+    cfg = compose_config("experiment=selftest", "backends=[matmul,crash,hang,oom,raises,wrong]",
+                         "bench.isolate=true", "bench.timeout_s=4", "sizes=[16,24]", f"results_dir={tmp_path}")
+    assert run(cfg) == 0
+    df = results_of(tmp_path).set_index(["case", "backend"])
+    for case in ("dtype=fp32,n=16", "dtype=fp32,n=24"):
+        status = df.loc[case]["status"].to_dict()
+        assert status == {"matmul": "ok", "crash": "error", "hang": "timeout", "oom": "oom", "raises": "error",
+                          "wrong": "incorrect"}
+        error = df.loc[case]["error"].to_dict()
+        assert "SIGABRT" in error["crash"] and "bench.timeout_s" in error["hang"]
+        assert "simulated allocation failure" in error["oom"] and "RuntimeError" in error["raises"]
+
+
+def test_auto_isolation_keeps_pytorch_ops_in_process():
+    from repro.isolate import isolated
+
+    assert isolated("auto", "tilelang") and isolated("auto", "fa3") and isolated("auto", "triton")
+    assert not isolated("auto", "cublas") and not isolated("auto", "torch")
+    assert isolated(True, "cublas") and not isolated(False, "tilelang")
+
+
+def _wait_for_rows(path: Path, n: int, proc: subprocess.Popen, limit_s: float = 120) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and len(read_results(path)) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} rows in {path} (exit code {proc.poll()})")
+
+
+def test_kill_and_resume_loses_at_most_the_case_in_flight(tmp_path):
+    sizes = list(range(8, 8 + 12))
+    args = ["experiment=selftest", "backends=[matmul]", "bench.isolate=false", "bench.rep_ms=150",
+            "bench.correctness_trials=1", f"sizes=[{','.join(map(str, sizes))}]", f"results_dir={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    csv = tmp_path / "cpu" / "selftest.csv"
+    _wait_for_rows(csv, 3, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = results_of(tmp_path)  # still a whole, valid file
+    assert 3 <= len(before) < len(sizes)
+    res = run_py(*args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"{len(before)} measured already, {len(sizes) - len(before)} to run" in res.stdout
+    after = results_of(tmp_path).set_index(["case", "backend"])
+    assert len(after) == len(sizes) and set(after["status"]) == {"ok"}
+    kept = after.loc[before.set_index(["case", "backend"]).index, "run_id"]
+    assert (kept.values == before["run_id"].values).all()  # the first run's rows were not measured again
+
+
+def _row(case, status="ok", stamp="2026-01-01T00:00:00+00:00", run="r1"):
+    return {"experiment": "selftest", "case": case, "backend": "matmul", "status": status, "median_ms": 1.0,
+            "tflops": 1.0, "run_id": run, "timestamp": stamp, "code_hash": "c", "env_key": "e"}
+
+
+def test_merge_keeps_the_newest_row_and_is_idempotent(tmp_path):
+    ResultsStore(tmp_path, "cpu", "selftest").write([_row("n=1"), _row("n=2", status="error")])
+    a = ResultsStore(tmp_path, "cpu", "selftest", part="a")
+    a.write([_row("n=2", stamp="2026-01-02T00:00:00+00:00", run="r2"), _row("n=3", run="r2")])
+    b = ResultsStore(tmp_path, "cpu", "selftest", part="b")
+    assert b.is_done("n=3", "matmul", "c", "e")  # a job sees what the others wrote
+    b.write([_row("n=4", run="r3")])
+    report = merge_all(tmp_path)
+    assert report.parts == 2 and not report.problems
+    df = results_of(tmp_path).set_index("case")
+    assert sorted(df.index) == ["n=1", "n=2", "n=3", "n=4"]
+    assert df.loc["n=2", "status"] == "ok" and df.loc["n=2", "run_id"] == "r2"
+    assert merge_all(tmp_path).parts == 0 and len(results_of(tmp_path)) == 4
+
+
+def test_damaged_part_is_reported_and_kept(tmp_path):
+    ResultsStore(tmp_path, "cpu", "selftest", part="good").write([_row("n=1")])
+    bad = tmp_path / "cpu" / "parts" / "selftest.bad.csv"
+    bad.write_text("experiment,case,backend,status,median_ms,tflops,run_id\nselftest,n=2,matmul,ok,1")
+    report = merge_all(tmp_path)
+    assert report.parts == 1 and "truncated" in report.problems[0]
+    assert bad.exists() and len(results_of(tmp_path)) == 1
+    with pytest.raises(StoreError):
+        ResultsStore(tmp_path, "cpu", "selftest")  # a run refuses to start beside a damaged part
+
+
+def test_shards_partition_the_cases_and_balance_them():
+    cases = [{"n": n} for n in range(1, 24)]
+    for count in (1, 2, 3, 5):
+        parts = [select(cases, (i, count), lambda c: float(c["n"] ** 3)) for i in range(count)]
+        assert sorted(c["n"] for p in parts for c in p) == list(range(1, 24))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 2
+    assert parse_shard("1/2") == (1, 2) and parse_shard(None) is None
+
+
+CLAIM = """
+import sys, time
+from repro.devices import exclusive_gpu
+import os
+with exclusive_gpu() as gpu:
+    print("held", gpu, os.environ["CUDA_VISIBLE_DEVICES"], time.time(), flush=True)
+    time.sleep(float(sys.argv[1]))
+print("released", time.time(), flush=True)
+"""
+
+
+def test_gpu_claims_are_exclusive(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1", "REPRO_GPU_LOCKS": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIM, "1.5"], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    spans = []
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        fields = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("held", "rel"))}
+        gpu, visible, start = fields["held"]
+        assert gpu == visible  # the job now sees only its own GPU
+        spans.append((gpu, float(start), float(fields["released"][0])))
+    assert {g for g, _, _ in spans} == {"0", "1"}
+    for i, (g1, s1, e1) in enumerate(spans):
+        for g2, s2, e2 in spans[i + 1:]:
+            assert g1 != g2 or e1 <= s2 or e2 <= s1, "two jobs held one GPU at once"
