@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 
+from experiments.vendor import FLASH_ATTENTION_BACKENDS
 from repro.experiment import Backend, Experiment, needs_module
 from repro.tuning import KnobCache, compile_all, pick_fastest
 
@@ -327,10 +328,11 @@ EXPERIMENT = Experiment(
         Backend("tilelang", build=build_tilelang, probe=needs_module("tilelang"), vendors=("nvidia", "amd")),
         Backend("triton", build=build_triton, probe=needs_module("triton"), vendors=("nvidia", "amd")),
         Backend("fa2", build=build_fa2, probe=needs_module("flash_attn")),
-        Backend("sdpa_flash", build=build_sdpa_flash),
+        Backend("sdpa_flash", build=build_sdpa_flash, vendors=("nvidia", "amd")),  # ROCm has a flash path too
         Backend("cudnn", build=build_cudnn),
         Backend("fa3", build=build_fa3, probe=needs_module("flash_attn_interface")),
         Backend("torch", build=build_torch, timed=False),
+        *FLASH_ATTENTION_BACKENDS,  # AMD and Ascend, detected at run time
     ],
     baseline="sdpa_flash",
     validate_case=validate_case,

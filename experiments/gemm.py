@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from experiments.vendor import GEMM_BACKENDS
 from repro.experiment import Backend, Experiment, needs_module
 from repro.tuning import KnobCache, compile_all, pick_fastest
 
@@ -134,6 +135,7 @@ EXPERIMENT = Experiment(
         Backend("cublas", build=build_cublas),
         Backend("hipblaslt", build=build_cublas, vendors=("amd",)),
         Backend("triton", build=build_triton, probe=needs_module("triton"), vendors=("nvidia", "amd")),
+        *GEMM_BACKENDS,  # Ascend, detected at run time
     ],
     baseline="cublas",
     prepare=prepare,

@@ -19,7 +19,8 @@ def default_target():
 
         if torch.cuda.is_available():
             if getattr(torch.version, "hip", None):
-                return "hip"
+                arch = getattr(torch.cuda.get_device_properties(0), "gcnArchName", "gfx942").split(":")[0]
+                return {"kind": "hip", "mcpu": arch}
             major, minor = torch.cuda.get_device_capability()
             arch = f"sm_{major}{minor}" + ("a" if major == 9 else "")
             return {"kind": "cuda", "arch": arch}

@@ -102,14 +102,11 @@ def run(cfg: DictConfig) -> int:
     if not cases:
         print(f"{label}no case falls in this shard; nothing to do")
         return 0
-    pin = device == "cuda" and (job.multirun or shard is not None) and "SLURM_JOB_ID" not in os.environ
-    if pin:
-        from repro.devices import exclusive_gpu
+    from repro.devices import exclusive_gpu
 
-        claim = exclusive_gpu(label)
-    else:
-        claim = nullcontext()
-    with claim:
+    # Jobs that may share a node each take a GPU of their own (SLURM already gives them one).
+    pin = device == "cuda" and (job.multirun or shard is not None) and "SLURM_JOB_ID" not in os.environ
+    with exclusive_gpu(label) if pin else nullcontext():
         return _sweep(cfg, exp, backends, cases, job, shard, device, label)
 
 

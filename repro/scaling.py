@@ -68,7 +68,8 @@ def differences(one: pd.DataFrame, many: pd.DataFrame) -> list[str]:
     """How two sweeps' contents differ: missing or extra (case, backend) rows, changed statuses."""
     key = ["experiment", "case", "backend"]
     both = one.merge(many, on=key, how="outer", suffixes=("_1", "_n"), indicator=True)
-    out = [f"only with 1 GPU: {r.experiment} {r.case} {r.backend}" for r in both[both._merge == "left_only"].itertuples()]
+    out = [f"only with 1 GPU: {r.experiment} {r.case} {r.backend}"
+           for r in both[both._merge == "left_only"].itertuples()]
     out += [f"only with N GPUs: {r.experiment} {r.case} {r.backend}"
             for r in both[both._merge == "right_only"].itertuples()]
     changed = both[(both._merge == "both") & (both.status_1 != both.status_n)]
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tokens = visible_gpus()
     if args.gpus < 2 or len(tokens) < args.gpus:
-        print(f"error: --gpus {args.gpus} needs at least 2 and at most the {len(tokens)} GPU(s) visible", file=sys.stderr)
+        print(f"error: --gpus {args.gpus}: need 2 <= N <= {len(tokens)} (the GPUs visible)", file=sys.stderr)
         return 2
     subset = "quick" if args.quick else "default"
     with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:

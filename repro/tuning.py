@@ -22,11 +22,20 @@ class KnobCache:
         return self.data.get(key)
 
     def put(self, key: str, value: dict) -> None:
-        self.data[key] = value
+        """Re-read, add, replace atomically, under a lock: shards tuning at once lose no entry."""
+        import fcntl
+        import tempfile
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.exists():
+                self.data = {**json.loads(self.path.read_text()), **self.data}
+            self.data[key] = value
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(self.data, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
 
 
 def compile_all(jobs: Sequence[Callable[[], object]], workers: int | None = None) -> list:

@@ -33,8 +33,12 @@ def results_of(root: Path) -> pd.DataFrame:
     return read_results(root / "cpu" / "selftest.csv")
 
 
+PLUGINS = {"submitit_local": "hydra_plugins.hydra_submitit_launcher", "joblib": "hydra_plugins.hydra_joblib_launcher"}
+
+
 @pytest.mark.parametrize("launcher", ["submitit_local", "joblib"])
 def test_sharded_sweep_merges_without_loss_or_duplicates(tmp_path, launcher):
+    pytest.importorskip(PLUGINS[launcher], reason="the `slurm` extra (Hydra launcher plugins) is not installed")
     res = run_py("-m", f"hydra/launcher={launcher}", "experiment=selftest", "++shard=0/2,1/2",
                  "backends=[matmul,wrong]", "bench.isolate=false", f"results_dir={tmp_path / 'r'}",
                  f"hydra.sweep.dir={tmp_path / 'm'}", *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []))
@@ -168,3 +172,26 @@ def test_gpu_claims_are_exclusive(tmp_path):
     for i, (g1, s1, e1) in enumerate(spans):
         for g2, s2, e2 in spans[i + 1:]:
             assert g1 != g2 or e1 <= s2 or e2 <= s1, "two jobs held one GPU at once"
+
+
+def test_scaling_compares_content_and_records_rows(tmp_path):
+    from repro.scaling import differences, record
+
+    one = pd.DataFrame({"experiment": ["gemm"] * 2, "case": ["M=1", "M=2"], "backend": ["cublas"] * 2,
+                        "status": ["ok", "ok"]})
+    assert differences(one, one.copy()) == []
+    changed = one.assign(status=["ok", "error"])
+    assert differences(one, changed) == ["status ok -> error: gemm M=2 cublas"]
+    assert differences(one, one.iloc[:1]) == ["only with 1 GPU: gemm M=2 cublas"]
+    out = tmp_path / "scaling.csv"
+    for wall in (10.0, 9.0):  # a rerun replaces the rows of the same subset and GPU counts
+        record(out, [{"gpus": 1, "wall_s": wall, "cases": 2, "subset": "quick"},
+                     {"gpus": 2, "wall_s": wall / 2, "cases": 2, "subset": "quick"}])
+    df = pd.read_csv(out)
+    assert list(df["gpus"]) == [1, 2] and list(df["wall_s"]) == [9.0, 4.5]
+
+
+def test_scaling_needs_the_gpus_it_names():
+    res = subprocess.run([sys.executable, "-m", "repro.scaling", "--gpus", "2"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})
+    assert res.returncode == 2 and "--gpus 2" in res.stderr
