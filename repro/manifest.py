@@ -68,6 +68,9 @@ def collect() -> dict:
         "flash_attn": _version("flash_attn") or _version("flash-attn"),
         "flash_mla": _version("flash_mla") or _version("flash-mla"), "flashinfer": _version("flashinfer-python"),
         "machine_id": machine_id(), "git_commit": _git("rev-parse", "HEAD"),
+        # Identifies the sources even where the copy that ran has no git metadata.
+        "source_hash": code_hash(p for d in ("repro", "experiments", "kernels", "configs")
+                                 for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".yaml")),
         "git_dirty": bool(dirty) if dirty is not None else None,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
