@@ -8,21 +8,11 @@ a/b/out for GEMM), so the gate checks them against the same reference.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Optional
 
-from repro.experiment import Backend, needs_cuda
+from repro.experiment import Backend, first_missing, needs_cuda
 
 ASCEND_MASK_SIZE = 2048  # torch_npu's compressed causal mask is a fixed 2048 x 2048 triangle
-
-
-def _first_missing(modules: tuple) -> Optional[str]:
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # ImportError, or a broken build raising anything
-            return f"{name} not installed ({type(exc).__name__})"
-    return None
 
 
 def on_rocm(*modules: str) -> Callable[[], Optional[str]]:
@@ -36,7 +26,7 @@ def on_rocm(*modules: str) -> Callable[[], Optional[str]]:
 
         if not getattr(torch.version, "hip", None):
             return "torch is not a ROCm build (torch.version.hip is unset)"
-        return _first_missing(modules)
+        return first_missing(modules)
 
     return probe
 
@@ -45,14 +35,14 @@ def on_npu(*modules: str) -> Callable[[], Optional[str]]:
     """Probe: torch_npu importable with an NPU visible, and every module importable."""
 
     def probe() -> Optional[str]:
-        reason = _first_missing(("torch_npu",))
+        reason = first_missing(("torch_npu",))
         if reason:
             return reason
         import torch
 
         if not torch.npu.is_available():
             return "torch_npu is installed but no NPU is visible"
-        return _first_missing(modules)
+        return first_missing(modules)
 
     return probe
 

@@ -20,19 +20,21 @@ def needs_cuda() -> Optional[str]:
     return None if torch.cuda.is_available() else "no CUDA device"
 
 
+def first_missing(modules: Sequence[str]) -> Optional[str]:
+    """The reason the first module that does not import is missing, or None."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, or a broken build raising anything
+            return f"{name} not installed ({type(exc).__name__})"
+    return None
+
+
 def needs_module(*modules: str) -> Callable[[], Optional[str]]:
     """Probe factory: usable when a device is present and every module imports."""
 
     def probe() -> Optional[str]:
-        reason = needs_cuda()
-        if reason:
-            return reason
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception as exc:  # ImportError, or a broken build raising anything
-                return f"{name} not installed ({type(exc).__name__})"
-        return None
+        return needs_cuda() or first_missing(modules)
 
     return probe
 

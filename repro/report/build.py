@@ -7,6 +7,7 @@ import yaml
 
 from repro.report import claims as claims_mod
 from repro.report import style
+from repro.report.coverage import all_coverage
 from repro.report.environment import write_environment
 from repro.report.figures import Figure, experiment_figures
 from repro.report.ledger import write_ledger
@@ -86,16 +87,17 @@ def generate(results_dir: Path, out: Path, figures_only: bool = False, config_di
     if figures_only:
         return sorted(written)
     specs = experiment_specs(results, config)
+    coverage = {key: (cov, specs[key[0]]) for key, cov in all_coverage(results, config_dir).items()}
     tables: list[Path] = []
     for name, spec in specs.items():
-        tables += write_experiment(results, name, spec, config.get("subject", "tilelang"), out / "tables")
+        tables += write_experiment(results, name, spec, config.get("subject", "tilelang"), out / "tables", coverage)
     tables += write_side_tables(results, config, out / "tables")
     written += tables + [tables_index(specs, tables, out / "tables")]
     figure_map: dict = {}
     for fig in figures:
         figure_map.setdefault((fig.key, fig.hardware), []).append(fig.stem)
-    ledger = claims_mod.evaluate(read_config(config_dir / "claims.yaml"), results, figure_map)
+    ledger = claims_mod.evaluate(read_config(config_dir / "claims.yaml"), results, figure_map, coverage)
     written += write_ledger(ledger, results.root.parent, out)
     written += write_environment(results, out)
-    written.append(write_readme(results, ledger, figures, specs, out))
+    written.append(write_readme(results, ledger, figures, specs, coverage, out))
     return sorted(written)

@@ -68,12 +68,65 @@ def _grouped(paired: pd.DataFrame, rows: pd.DataFrame, part: dict) -> tuple[list
     return holding, lines
 
 
-def _speedup_on(rows: pd.DataFrame, hw: str, part: dict) -> PartResult:
+def rule_text(part: dict, used: str | None) -> str:
+    """The rule in words, as applied: cases, statistic, thresholds, grouping."""
+    backend, base = part.get("backend", "tilelang"), used or " or ".join(_as_list(part.get("baseline")))
+    scope = f"cases with `{part['where']}`" if part.get("where") else "all cases"
+    text = (f"rule: {part.get('statistic', 'geomean')} of time({base}) / time({backend}) over the {scope} "
+            f"that both measured ok; supported ≥ {float(part['supported']):.2f}x")
+    if part.get("partly") is not None:
+        text += f", partly ≥ {float(part['partly']):.2f}x"
+    if part.get("group_by"):
+        text += (f"; per {', '.join(_as_list(part['group_by']))} group too: only some groups reaching "
+                 f"{float(part['supported']):.2f}x makes it partly")
+    return text
+
+
+def _context(rows: pd.DataFrame, part: dict) -> list[str]:
+    """Subject's measured TFLOPS over a published (reported) backend's on the same cases: never decides."""
+    other, backend = part.get("context_reported"), part.get("backend", "tilelang")
+    if not other:
+        return []
+    mine = rows[(rows["status"] == "ok") & (rows["backend"] == backend)][["case", "tflops"]]
+    theirs = rows[(rows["status"] == "reported") & (rows["backend"] == other)][["case", "tflops", "source"]]
+    both = mine.merge(theirs, on="case", suffixes=("", "_rep")).dropna(subset=["tflops", "tflops_rep"])
+    if both.empty:
+        return [f"context: no published {other} numbers on the measured cases"]
+    both = both.assign(speedup=both["tflops"] / both["tflops_rep"])
+    keys = [k for k in _as_list(part.get("group_by")) if k in rows]
+    groups = []
+    if keys:
+        joined = both.join(rows.drop_duplicates("case").set_index("case")[keys], on="case")
+        groups = [f"{_label(keys, v)}: {statistic(g['speedup'], 'geomean'):.2f}x"
+                  for v, g in joined.groupby(keys, sort=True)]
+    source = "; ".join(sorted(set(both["source"].astype(str)) - {""})) or "source not recorded"
+    return [f"context, not deciding: {backend}'s measured TFLOPS / {other}'s published TFLOPS ({source}): "
+            f"geomean {statistic(both['speedup'], 'geomean'):.2f}x over {len(both)} cases"
+            + (f" ({'; '.join(groups)})" if groups else "")]
+
+
+def _coverage(part: dict, hw: str, coverage: dict) -> list[str]:
+    """The planned cases in the part's scope that were never run on this hardware."""
+    from repro.report.coverage import missing_lines
+
+    found = coverage.get((part["experiment"], hw))
+    if found is None:
+        return []
+    cov, spec = found
+    planned, run, lines = missing_lines(cov, spec.get("coverage_by", []), spec.get("coverage_prefer", []),
+                                        part.get("where"))
+    if not lines:
+        return [f"coverage: all {planned} planned cases in scope were run"]
+    return [f"coverage: {run} of {planned} planned cases in scope were run; not run: " + "; ".join(lines)]
+
+
+def _speedup_on(rows: pd.DataFrame, hw: str, part: dict, coverage: dict) -> PartResult:
     backend, baselines = part.get("backend", "tilelang"), _as_list(part.get("baseline"))
     stat_name, threshold = part.get("statistic", "geomean"), float(part["supported"])
     paired, used = pair_speedups(rows, backend, baselines)
     if paired.empty:
-        return PartResult(part["name"], NOT_MEASURED, "", [_missing_reason(rows, backend, baselines, hw)])
+        return PartResult(part["name"], NOT_MEASURED, "", [_missing_reason(rows, backend, baselines, hw)]
+                          + _coverage(part, hw, coverage))
     value = statistic(paired["speedup"], stat_name)
     verdict = grade(value, threshold, part.get("partly"))
     holding, group_lines = _grouped(paired, rows, part)
@@ -84,8 +137,9 @@ def _speedup_on(rows: pd.DataFrame, hw: str, part: dict) -> PartResult:
     numbers = (f"{hw}: {stat_name} {value:.2f}x vs {used} over {len(paired)} cases "
                f"(min {paired['speedup'].min():.2f}x, max {paired['speedup'].max():.2f}x; "
                f"needs ≥ {threshold:.2f}x)")
-    details = [f"holds for {', '.join(holding)}"] if holding and verdict == PARTLY else []
-    details += group_lines
+    details = [rule_text(part, used)]
+    details += [f"holds for {', '.join(holding)}"] if holding and verdict == PARTLY else []
+    details += group_lines + _context(rows, part) + _coverage(part, hw, coverage)
     wrong = rows[(rows["backend"] == backend) & (rows["status"] == "incorrect")]
     if len(wrong):
         details.append(f"{len(wrong)} {backend} cases fail the correctness gate and are excluded")
@@ -94,7 +148,7 @@ def _speedup_on(rows: pd.DataFrame, hw: str, part: dict) -> PartResult:
     return PartResult(part["name"], verdict, numbers, details, runs)
 
 
-def speedup_part(part: dict, results: Results, figures: dict) -> PartResult:
+def speedup_part(part: dict, results: Results, figures: dict, coverage: dict) -> PartResult:
     frame = results.rows(part["experiment"])
     wanted = _as_list(part.get("hardware"))
     present = [hw for hw in wanted if not frame.empty and (frame["hardware"] == hw).any()]
@@ -104,7 +158,7 @@ def speedup_part(part: dict, results: Results, figures: dict) -> PartResult:
     outcomes = []
     for hw in present:
         rows = filter_cases(frame[frame["hardware"] == hw], part.get("where"))
-        outcome = _speedup_on(rows, hw, part)
+        outcome = _speedup_on(rows, hw, part, coverage)
         manifests = [results.manifests[(hw, r)]["_path"] for r in outcome.evidence if (hw, r) in results.manifests]
         csv = sorted(set(frame.loc[frame["hardware"] == hw, "csv"]))
         outcome.evidence = csv + figures.get((part.get("figure", part["experiment"]), hw), []) + manifests
@@ -134,9 +188,11 @@ def _counted(part: dict, results: Results, key: str) -> tuple[pd.DataFrame, str]
 
 def _names(rows: pd.DataFrame) -> str:
     cols = [c for c in ("implementation", "function") if c in rows]
+    glue = pd.to_numeric(rows.get("glue_code_lines", pd.Series(index=rows.index, dtype=float)), errors="coerce")
     return ", ".join(
         " ".join(str(r[c]) for c in cols if str(r[c]) not in ("", "nan")) + f" = {r['code_lines']}"
-        for _, r in rows.sort_values(cols).iterrows()
+        + (f" (+{glue[i]:.0f} lines of host-side glue, not counted)" if glue[i] == glue[i] else "")
+        for i, r in rows.sort_values(cols).iterrows()
     )
 
 
@@ -170,12 +226,12 @@ def loc_ratio_part(part: dict, results: Results) -> PartResult:
     return PartResult(part["name"], verdict, numbers, [], evidence)
 
 
-def evaluate_part(part: dict, results: Results, figures: dict) -> PartResult:
+def evaluate_part(part: dict, results: Results, figures: dict, coverage: dict | None = None) -> PartResult:
     from repro.report.claim_checks import builds_part, runs_part
 
     kind = part.get("kind")
     if kind == "speedup":
-        return speedup_part(part, results, figures)
+        return speedup_part(part, results, figures, coverage or {})
     if kind == "loc_budget":
         return loc_budget_part(part, results)
     if kind == "loc_ratio":

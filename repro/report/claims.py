@@ -25,6 +25,8 @@ class PartResult:
     details: list[str] = field(default_factory=list)  # where it holds, what is missing
     evidence: list[str] = field(default_factory=list)  # paths relative to the results root's parent
     on_device: bool = False  # a measurement on hardware (speedup, runs), not a count or a build
+    decides: bool = True  # False: shown for context, left out of the claim's verdict
+    note: str = ""  # how the rule reads the claim (from claims.yaml)
 
 
 @dataclass
@@ -35,11 +37,12 @@ class ClaimResult:
     hardware_named: str
     verdict: str
     parts: list[PartResult]
+    note: str = ""  # why the claim is read as it is, or why it cannot be measured (from claims.yaml)
 
     @property
     def where(self) -> str:
         """One line saying which parts hold, for `partly supported` and the summary table."""
-        return "; ".join(f"{p.name}: {p.verdict}" for p in self.parts)
+        return "; ".join(f"{p.name}: {p.verdict}" + ("" if p.decides else " (context)") for p in self.parts)
 
 
 def combine(verdicts: list[str]) -> str:
@@ -56,7 +59,9 @@ def combine(verdicts: list[str]) -> str:
 
 def claim_verdict(parts: list[PartResult]) -> str:
     """Parts combined; but a claim about speed is `not measured` until some hardware part is measured,
-    whatever line counts or builds say (they support a claim, they cannot carry it)."""
+    whatever line counts or builds say (they support a claim, they cannot carry it).
+    Context parts (`decides: false`) are shown but never counted."""
+    parts = [p for p in parts if p.decides]
     on_device = [p.verdict for p in parts if p.on_device]
     if not parts or (on_device and all(v == NOT_MEASURED for v in on_device)):
         return NOT_MEASURED
@@ -94,12 +99,14 @@ def select_rows(frame: pd.DataFrame, patterns: dict) -> pd.DataFrame:
     return frame[mask]
 
 
-def evaluate_claim(claim_id: str, rule: dict, results: Results, figures: dict) -> ClaimResult:
+def evaluate_claim(claim_id: str, rule: dict, results: Results, figures: dict, coverage: dict) -> ClaimResult:
     from repro.report.claim_parts import evaluate_part  # one module per job: parts live there
 
-    parts = [evaluate_part(part, results, figures) for part in rule.get("parts", [])]
+    parts = [evaluate_part(part, results, figures, coverage) for part in rule.get("parts", [])]
     for part, spec in zip(parts, rule.get("parts", [])):
         part.on_device = spec.get("kind") in ("speedup", "runs")
+        part.decides = bool(spec.get("decides", True))
+        part.note = " ".join(str(spec.get("note", "")).split())
     return ClaimResult(
         id=claim_id,
         statement=str(rule.get("statement", "")),
@@ -107,10 +114,13 @@ def evaluate_claim(claim_id: str, rule: dict, results: Results, figures: dict) -
         hardware_named=str(rule.get("hardware_named", "")),
         verdict=claim_verdict(parts),
         parts=parts,
+        note=" ".join(str(rule.get("note", "")).split()),
     )
 
 
-def evaluate(rules: dict, results: Results, figures: dict | None = None) -> list[ClaimResult]:
-    """Every claim in `rules["claims"]`, in id order."""
+def evaluate(rules: dict, results: Results, figures: dict | None = None,
+             coverage: dict | None = None) -> list[ClaimResult]:
+    """Every claim in `rules["claims"]`, in id order. `coverage`: (experiment, hardware) -> (Coverage,
+    report spec), to name the planned cases a part could not use."""
     claims = rules.get("claims", {})
-    return [evaluate_claim(cid, claims[cid], results, figures or {}) for cid in sorted(claims)]
+    return [evaluate_claim(cid, claims[cid], results, figures or {}, coverage or {}) for cid in sorted(claims)]

@@ -11,8 +11,12 @@ RULES = ("Verdicts use measured rows only (status `ok`); published third-party n
          "A claim is `supported` when every part holds, `not measured` when no part could be checked, "
          "`not supported` when every checked part fails, and `partly supported` otherwise (the parts say where). "
          "A claim about speed stays `not measured` until one of its hardware parts is measured: line counts and "
-         "builds alone never carry it. "
-         "Rules and thresholds: `configs/claims.yaml`.")
+         "builds alone never carry it. Parts marked *context* are shown beside the claim and never decide it. "
+         "Rules and thresholds: `configs/claims.yaml`; each speedup part states the cases and thresholds it used.")
+
+
+def _part_title(part) -> str:
+    return f"{part.name}: {part.verdict}" + ("" if part.decides else " (context, does not decide)")
 
 
 def _link(item, results_parent: Path, out: Path) -> tuple[str, str]:
@@ -39,9 +43,10 @@ def ledger_markdown(claims: list[ClaimResult], results_parent: Path, out: Path) 
     for claim in claims:
         lines += [f"## {claim.id}", "", f"> {claim.statement}", ">", f"> — {claim.source}", "",
                   f"**Verdict: {claim.verdict}.**", ""]
+        lines += [markdown_escape(claim.note), ""] if claim.note else []
         for part in claim.parts:
-            lines.append(f"- **{markdown_escape(part.name)}: {part.verdict}.** {markdown_escape(part.numbers)}")
-            lines += [f"  - {markdown_escape(d)}" for d in part.details]
+            lines.append(f"- **{markdown_escape(_part_title(part))}.** {markdown_escape(part.numbers)}".rstrip())
+            lines += [f"  - {markdown_escape(d)}" for d in ([part.note] if part.note else []) + part.details]
             links = _evidence(part, results_parent, out)
             if links:
                 lines.append("  - evidence: " + ", ".join(f"[{t}]({h})" for t, h in links))
@@ -56,12 +61,13 @@ def ledger_latex(claims: list[ClaimResult], results_parent: Path, out: Path) -> 
                          "tab:claims", align="lp{0.5\\linewidth}p{0.14\\linewidth}p{0.14\\linewidth}")]
     for claim in claims:
         parts.append(f"\\subsection*{{{claim.id}: {latex_escape(claim.verdict)}}}\n"
-                     f"\\emph{{{latex_escape(claim.statement)}}} ({latex_escape(claim.source)})\n")
+                     f"\\emph{{{latex_escape(claim.statement)}}} ({latex_escape(claim.source)})\n"
+                     + (f"\n{latex_escape(claim.note)}\n" if claim.note else ""))
         items = []
         for part in claim.parts:
-            text = f"\\item \\textbf{{{latex_escape(part.name)}: {latex_escape(part.verdict)}.}} "
+            text = f"\\item \\textbf{{{latex_escape(_part_title(part))}.}} "
             text += latex_escape(part.numbers)
-            sub = [latex_escape(d) for d in part.details]
+            sub = [latex_escape(d) for d in ([part.note] if part.note else []) + part.details]
             sub += ["evidence: " + ", ".join(f"\\nolinkurl{{{t}}}"
                                              for t, _ in _evidence(part, results_parent, out))] \
                 if part.evidence else []

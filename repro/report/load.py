@@ -70,6 +70,12 @@ def _normalise(frame: pd.DataFrame, hardware: str, experiment: str) -> tuple[pd.
             frame[column] = ""
         frame[column] = frame[column].map(lambda v: "" if v is None or v != v else str(v)).astype(object)
     frame.loc[frame["experiment"] == "", "experiment"] = experiment
+    if "peak_fraction" not in frame:
+        # The harness writes the roofline share (the larger of the compute and HBM shares) instead.
+        for column in ("roofline_frac", "tflops_frac"):
+            if column in frame:
+                frame["peak_fraction"] = frame[column]
+                break
     for column in NUMERIC_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else float("nan")
     parsed = [parse_case(case) for case in frame["case"]]

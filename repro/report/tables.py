@@ -24,8 +24,10 @@ class Table:
     checked: list[str]  # correctness-only backends (no timing column)
 
 
-def _metric(rows: pd.DataFrame) -> str:
-    """TFLOPS where the experiment reports it, else time (e.g. top-k has no FLOP count)."""
+def _metric(rows: pd.DataFrame, spec: dict) -> str:
+    """The configured `metric`; else TFLOPS where the experiment reports it, else time."""
+    if spec.get("metric"):
+        return spec["metric"]
     return "tflops" if rows["tflops"].notna().any() else "median_ms"
 
 
@@ -79,7 +81,7 @@ def build_table(rows: pd.DataFrame, params: list[str], subject: str, spec: dict)
     """`rows`: one experiment on one hardware, measured rows only."""
     columns = shown_params(rows, params, spec)
     fixed = ", ".join(f"{p}={rows[p].iloc[0]}" for p in params if p in rows and rows[p].astype(str).nunique() == 1)
-    metric = _metric(rows)
+    metric = _metric(rows, spec)
     backends, checked = _timed_backends(rows, metric)
     baselines = [b for b in spec.get("baselines", []) if b in backends and b != subject]
     short = spec.get("short", {})
@@ -123,12 +125,13 @@ def table_latex(table: Table, caption: str, label: str) -> str:
     return latex_table(table.header, rows, caption, label, align=_align(table), escaped=True)
 
 
-def reported_rows(rows: pd.DataFrame, params: list[str]) -> tuple[list[str], list[list[str]], str]:
+def reported_rows(rows: pd.DataFrame, params: list[str], spec: dict) -> tuple[list[str], list[list[str]], str]:
     """Published third-party TFLOPS, one column per backend, kept apart from the measurements."""
-    keep = [p for p in params if p in rows and rows[p].astype(str).nunique() > 1]
+    keep = shown_params(rows, params, spec)
     backends = style.order(rows["backend"])
-    header, body = keep + backends, []
-    for _, group in sort_rows(rows, keep + ["backend"]).groupby("case", sort=False):
+    short = spec.get("short", {})
+    header, body = [short.get(p, p) for p in keep] + backends, []
+    for _, group in sort_rows(rows, keep + ["case", "backend"]).groupby("case", sort=False):
         by_backend = {r["backend"]: r["tflops"] for _, r in group.iterrows()}
         cells = [f"{by_backend[b]:.0f}" if b in by_backend and by_backend[b] == by_backend[b] else "–"
                  for b in backends]
@@ -137,7 +140,27 @@ def reported_rows(rows: pd.DataFrame, params: list[str]) -> tuple[list[str], lis
     return header, body, sources
 
 
-def write_experiment(results: Results, name: str, spec: dict, subject: str, out: Path) -> list[Path]:
+def coverage_notes(results: Results, name: str, hw: str, spec: dict, coverage: dict) -> list[str]:
+    """What the sweep planned (configs/experiment/<name>.yaml) and this hardware's results lack."""
+    from repro.report.coverage import backend_gaps, missing_lines
+
+    found = coverage.get((name, hw))
+    if found is None:
+        return []
+    cov = found[0]
+    planned, run, lines = missing_lines(cov, spec.get("coverage_by", []), spec.get("coverage_prefer", []))
+    head = f"Run {run} of the {planned} cases planned in `configs/experiment/{name}.yaml`"
+    return [head + ("." if not lines else "; not run:")] + [f"- {l}" for l in lines] + \
+        [f"- backend {g}" for g in backend_gaps(results, cov)]
+
+
+def backend_notes(backends, spec: dict, config_notes: dict) -> str:
+    notes = {**config_notes, **spec.get("backend_notes", {})}
+    return " ".join(f"{b}: {notes[b]}." for b in backends if b in notes)
+
+
+def write_experiment(results: Results, name: str, spec: dict, subject: str, out: Path,
+                     coverage: dict | None = None, config_notes: dict | None = None) -> list[Path]:
     """paper/tables/<name>.md and .tex: one section per hardware, measured then reported."""
     title = spec.get("title", name)
     frame, params = results.rows(name), results.params.get(name, [])
@@ -151,19 +174,26 @@ def write_experiment(results: Results, name: str, spec: dict, subject: str, out:
             table = build_table(measured, params, subject, spec)
             unit = "TFLOPS" if table.metric == "tflops" else "median time (ms)"
             note = (f"{unit} per backend, the best in bold; vs X = X's time / {subject}'s time (above 1: "
-                    f"{subject} faster); % peak = {subject} against the datasheet peak. "
-                    f"Fixed: {table.fixed or 'none'}.")
+                    f"{subject} faster); % peak = {subject}'s larger share of the datasheet peak, compute "
+                    f"or HBM bandwidth. Fixed: {table.fixed or 'none'}.")
+            if (known := backend_notes(table.header, spec, config_notes or {})):
+                note += " " + known
             if table.checked:
                 note += f" Correctness reference only (not timed): {', '.join(table.checked)}."
             md += [note + "\n", table_markdown(table) + "\n"] + [f"- {s}" for s in table.summary] + [""]
             caption = f"{title} on {label}. {note}"
             tex.append(table_latex(table, caption, f"tab:{name}-{hw}"))
         if not published.empty:
-            header, body, sources = reported_rows(published, params)
+            header, body, sources = reported_rows(published, params, spec)
             md += [f"Published TFLOPS, reported by others and not measured here (source: {sources}):\n",
                    markdown_table(header, body, "r" * len(header)), ""]
             tex.append(latex_table(header, body, f"{title}: published TFLOPS, not measured here. Source: {sources}.",
                                    f"tab:{name}-{hw}-reported", align="r" * len(header)))
+        gaps = coverage_notes(results, name, hw, spec, coverage or {})
+        if gaps:
+            md += gaps + [""]
+            tex.append(latex_escape(gaps[0]) + ("\n\\begin{itemize}\n" + "".join(
+                f"\\item {latex_escape(g[2:])}\n" for g in gaps[1:]) + "\\end{itemize}\n" if gaps[1:] else "\n"))
         csv = sorted(set(rows["csv"]))
         md.append("Source: " + ", ".join(f"`{c}`" for c in csv) + "\n")
     return [write(out / f"{name}.md", "\n".join(md)), write(out / f"{name}.tex", "\n".join(tex))]
