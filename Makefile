@@ -6,6 +6,7 @@ TORCH_SPEC ?= torch>=2.11,<=2.14.1
 # Experiments measured by `make reproduce` on a machine with a GPU.
 EXPERIMENTS ?= gemm flash_attention mla_decode dsa_indexer dsa_topk sparse_mla
 RESULTS ?= results
+LATEXMK ?= latexmk
 
 .PHONY: help setup test test-gpu reproduce measure figures paper loc portability clean
 
@@ -43,8 +44,8 @@ figures: setup  ## regenerate paper/figures from results/
 
 paper: setup  ## regenerate tables, figures, ledger and appendix; build the PDF when latexmk exists
 	$(PY) -m repro.report --results $(RESULTS) --out paper
-	@if command -v latexmk >/dev/null 2>&1; then cd paper && latexmk -pdf -quiet main.tex; \
-	else echo "latexmk not found: paper/main.tex not built (the Markdown paper/README.md is current)"; fi
+	@if command -v $(LATEXMK) >/dev/null 2>&1; then cd paper && $(LATEXMK) -pdf -quiet main.tex; \
+	else echo "$(LATEXMK) not found: paper/main.tex not built (the Markdown paper/README.md is current)"; fi
 
 loc: setup  ## recount code lines (upstream from clones: make loc SOURCES=/path/to/clones)
 	$(PY) run.py experiment=loc $(if $(SOURCES),loc.sources=$(SOURCES))

@@ -128,7 +128,8 @@ def test_claim_between_thresholds_is_partly_supported(tmp_path):
 def test_grouped_claim_says_where_it_holds(tmp_path):
     claim = _verdict(tmp_path, _grid(1.5, 0.8), group_by=["dtype"])
     assert claim.verdict == ledger.PARTLY
-    assert claim.parts[0].details[0] == "holds for dtype=bf16"
+    assert "holds for dtype=bf16" in claim.parts[0].details
+    assert claim.parts[0].details[0].startswith("rule: geomean of time(cublas) / time(tilelang) over all cases")
 
 
 def test_missing_hardware_is_not_measured(tmp_path):
@@ -153,6 +154,26 @@ def test_incorrect_kernels_cap_the_verdict(tmp_path):
 def test_baseline_fallback_names_the_one_used(tmp_path):
     claim = _verdict(tmp_path, _grid(1.3, 1.3), baseline=["hipblaslt", "cublas"])
     assert claim.verdict == ledger.SUPPORTED and "vs cublas" in claim.parts[0].numbers
+    assert any(d.startswith("baseline hipblaslt has no measured rows here") for d in claim.parts[0].details)
+
+
+def test_context_parts_never_decide(tmp_path):
+    rules = _rule()
+    rules["claims"]["X1"]["parts"].append({**rules["claims"]["X1"]["parts"][0], "name": "ctx", "decides": False,
+                                           "supported": 9.0, "partly": 8.0})
+    claim = ledger.evaluate(rules, load(_write_results(tmp_path, _grid(1.3, 1.3))))[0]
+    assert [p.verdict for p in claim.parts] == [ledger.SUPPORTED, ledger.NOT_SUPPORTED]
+    assert claim.verdict == ledger.SUPPORTED and "ctx: not supported (context)" in claim.where
+
+
+def test_missing_cases_are_grouped():
+    from repro.report.coverage import describe
+
+    planned = [{"dtype": d, "d": h, "s": s, "b": 4096 // s} for d in ("fp16", "bf16") for h in (64, 256)
+               for s in (512, 1024, 2048)]
+    missing = [c for c in planned if c["dtype"] == "bf16" or (c["d"] == 256 and c["s"] > 512)]
+    assert describe(planned, missing, ["dtype", "d"], ["s"]) == [
+        "dtype=bf16: all planned (6 cases)", "dtype=fp16, d=256: s ∈ {1k, 2k} (2 cases)"]
 
 
 @pytest.mark.parametrize("verdicts, expected", [
@@ -201,3 +222,30 @@ def test_figures_only_writes_no_tables(tmp_path):
     written = _files(tmp_path / "paper")
     assert "figures/gemm-h100.png" in written and "figures/all.tex" in written
     assert not any(name.startswith("tables/") or name == "claims.md" for name in written)
+
+
+# The committed paper/ must be what the committed results/ give: CI catches a stale paper.
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_paper_is_current(tmp_path):
+    import shutil
+
+    import matplotlib
+
+    if not (ROOT / "results").is_dir():
+        pytest.skip("no committed results/")
+    shutil.copytree(ROOT / "results", tmp_path / "results")  # same layout: relative links match
+    written = generate(tmp_path / "results", tmp_path / "paper")
+    fresh = {p.relative_to(tmp_path / "paper").as_posix() for p in written}
+    committed = {p.relative_to(ROOT / "paper").as_posix() for folder in ("figures", "tables")
+                 for p in (ROOT / "paper" / folder).glob("*") if p.suffix in (".md", ".tex", ".png", ".pdf")}
+    assert sorted(committed - fresh) == [], "stale generated files in paper/: run `make paper`"
+    # Figures are compared byte for byte with the pinned matplotlib only (its rasteriser and PDF writer).
+    binary = matplotlib.__version__ == "3.11.2"
+    stale = [name for name in sorted(fresh)
+             if (binary or not name.endswith((".png", ".pdf")))
+             and (not (ROOT / "paper" / name).exists()
+                  or (ROOT / "paper" / name).read_bytes() != (tmp_path / "paper" / name).read_bytes())]
+    assert stale == [], f"paper/ is out of date for {stale[:5]}: run `make paper` and commit paper/"

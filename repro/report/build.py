@@ -14,7 +14,8 @@ from repro.report.ledger import write_ledger
 from repro.report.load import Results, load
 from repro.report.readme import write_readme
 from repro.report.render import latex_escape, write
-from repro.report.side import loc_figure, scaling_figure, write_side_tables
+from repro.report.loc_figure import loc_figure
+from repro.report.side import scaling_figure, write_side_tables
 from repro.report.tables import write_experiment
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -28,14 +29,17 @@ def experiment_specs(results: Results, config: dict) -> dict[str, dict]:
     """Every experiment present in results, with its report settings (defaults when unlisted)."""
     listed = config.get("experiments") or {}
     default = {"baselines": config.get("default_baselines", []), "figures": None}
-    return {name: {**default, **listed.get(name, {})} for name in sorted(results.experiments)}
+    order = list(listed)  # the config's order (the claims'), then any unlisted experiment by name
+    names = sorted(results.experiments, key=lambda n: (order.index(n) if n in order else len(order), n))
+    return {name: {**default, **listed.get(name, {})} for name in names}
 
 
-def make_figures(results: Results, config: dict, out: Path) -> list[Figure]:
+def make_figures(results: Results, config: dict, out: Path, coverage: dict) -> list[Figure]:
     style.apply()
     figures: list[Figure] = []
+    labels = config.get("backend_labels", {})
     for name, spec in experiment_specs(results, config).items():
-        figures += experiment_figures(results, name, spec, out)
+        figures += experiment_figures(results, name, spec, out, labels, coverage)
     if "loc" in results.side:
         figures += [f for hw in results.hardware if (f := loc_figure(results, config, hw, out))]
     if (fig := scaling_figure(results, out)) is not None:
@@ -81,16 +85,17 @@ def generate(results_dir: Path, out: Path, figures_only: bool = False, config_di
     results = load(results_dir)
     clear_generated(out, figures_only)
     config = read_config(config_dir / "report.yaml")
-    figures = make_figures(results, config, out / "figures")
+    specs = experiment_specs(results, config)
+    coverage = {key: (cov, specs[key[0]]) for key, cov in all_coverage(results, config_dir).items()}
+    figures = make_figures(results, config, out / "figures", coverage)
     written = [p for f in figures for p in (f.stem.with_suffix(".png"), f.stem.with_suffix(".pdf"))]
     written.append(figures_index(figures, out / "figures"))
     if figures_only:
         return sorted(written)
-    specs = experiment_specs(results, config)
-    coverage = {key: (cov, specs[key[0]]) for key, cov in all_coverage(results, config_dir).items()}
     tables: list[Path] = []
     for name, spec in specs.items():
-        tables += write_experiment(results, name, spec, config.get("subject", "tilelang"), out / "tables", coverage)
+        tables += write_experiment(results, name, spec, config.get("subject", "tilelang"), out / "tables", coverage,
+                                   config.get("backend_notes", {}))
     tables += write_side_tables(results, config, out / "tables")
     written += tables + [tables_index(specs, tables, out / "tables")]
     figure_map: dict = {}

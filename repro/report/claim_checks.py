@@ -27,8 +27,12 @@ def builds_part(part: dict, results: Results) -> PartResult:
     numbers = f"{int(passing.sum())} of {len(rows)} kernel builds pass ({status_counts(rows)})"
     details = []
     if "reason" in rows:
-        for _, row in rows[~passing].sort_values(["kernel", "target"]).iterrows():
-            details.append(f"{row['kernel']} @ {row['target']}: {row['status']} ({row['reason']})")
+        # One line per (target, status, reason): the same refusal for seven kernels is said once.
+        bad = rows[~passing].assign(reason=rows["reason"].fillna("").astype(str))
+        for (target, status, reason), group in bad.groupby(["target", "status", "reason"], sort=True):
+            names = sorted(set(group["kernel"].astype(str)))
+            who = f"all {len(names)} kernels" if len(names) == len(kernels) and len(names) > 1 else ", ".join(names)
+            details.append(f"{who} @ {target}: {status}" + (f" ({reason})" if reason else ""))
     if passing.all():
         verdict = SUPPORTED
     elif passing.any():
@@ -37,7 +41,8 @@ def builds_part(part: dict, results: Results) -> PartResult:
         verdict = NOT_SUPPORTED
     else:
         verdict = NOT_MEASURED  # the toolchain was not there to try: no evidence either way
-    return PartResult(name, verdict, numbers + f"; kernels: {', '.join(kernels)}", details, evidence)
+    return PartResult(name, verdict, numbers + f"; kernels: {', '.join(kernels)}", details, evidence,
+                      brief=f"{int(passing.sum())}/{len(rows)} builds pass")
 
 
 def runs_part(part: dict, results: Results) -> PartResult:
@@ -57,4 +62,5 @@ def runs_part(part: dict, results: Results) -> PartResult:
     if not ran and not failed:
         return PartResult(part["name"], NOT_MEASURED, "", [f"no {backend} results on {' or '.join(wanted)}"])
     verdict = SUPPORTED if ran and not failed else (PARTLY if ran else NOT_SUPPORTED)
-    return PartResult(part["name"], verdict, "; ".join(ran + failed), [], evidence)
+    return PartResult(part["name"], verdict, "; ".join(ran + failed), [], evidence,
+                      brief=f"{len(ran)} of {len(ran) + len(failed)} experiments ran")

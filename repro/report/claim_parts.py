@@ -5,18 +5,8 @@ import pandas as pd
 
 from repro.report.claims import (NOT_MEASURED, NOT_SUPPORTED, PARTLY, SUPPORTED, PartResult, combine,
                                  grade, select_rows, statistic, status_counts)
+from repro.report.claim_notes import as_list, label_of, context_lines, coverage_lines, rule_text
 from repro.report.load import Results
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _label(keys: list[str], values) -> str:
-    values = values if isinstance(values, tuple) else (values,)
-    return " ".join(f"{k}={v}" for k, v in zip(keys, values))
 
 
 def filter_cases(rows: pd.DataFrame, where: str | None) -> pd.DataFrame:
@@ -53,7 +43,7 @@ def _missing_reason(rows: pd.DataFrame, backend: str, baselines: list[str], hw: 
 
 def _grouped(paired: pd.DataFrame, rows: pd.DataFrame, part: dict) -> tuple[list[str], list[str]]:
     """Per-group statistics: (groups meeting the `supported` threshold, one line per group)."""
-    keys = [k for k in _as_list(part.get("group_by")) if k in rows]
+    keys = [k for k in as_list(part.get("group_by")) if k in rows]
     if not keys or paired.empty:
         return [], []
     params = rows.drop_duplicates("case").set_index("case")[keys]
@@ -61,72 +51,20 @@ def _grouped(paired: pd.DataFrame, rows: pd.DataFrame, part: dict) -> tuple[list
     holding, lines = [], []
     for values, group in joined.groupby(keys, sort=True):
         value = statistic(group["speedup"], part.get("statistic", "geomean"))
-        label = _label(keys, values)
+        label = label_of(keys, values)
         lines.append(f"{label}: {value:.2f}x over {len(group)} cases")
         if value >= float(part["supported"]):
             holding.append(label)
     return holding, lines
 
 
-def rule_text(part: dict, used: str | None) -> str:
-    """The rule in words, as applied: cases, statistic, thresholds, grouping."""
-    backend, base = part.get("backend", "tilelang"), used or " or ".join(_as_list(part.get("baseline")))
-    scope = f"cases with `{part['where']}`" if part.get("where") else "all cases"
-    text = (f"rule: {part.get('statistic', 'geomean')} of time({base}) / time({backend}) over the {scope} "
-            f"that both measured ok; supported ≥ {float(part['supported']):.2f}x")
-    if part.get("partly") is not None:
-        text += f", partly ≥ {float(part['partly']):.2f}x"
-    if part.get("group_by"):
-        text += (f"; per {', '.join(_as_list(part['group_by']))} group too: only some groups reaching "
-                 f"{float(part['supported']):.2f}x makes it partly")
-    return text
-
-
-def _context(rows: pd.DataFrame, part: dict) -> list[str]:
-    """Subject's measured TFLOPS over a published (reported) backend's on the same cases: never decides."""
-    other, backend = part.get("context_reported"), part.get("backend", "tilelang")
-    if not other:
-        return []
-    mine = rows[(rows["status"] == "ok") & (rows["backend"] == backend)][["case", "tflops"]]
-    theirs = rows[(rows["status"] == "reported") & (rows["backend"] == other)][["case", "tflops", "source"]]
-    both = mine.merge(theirs, on="case", suffixes=("", "_rep")).dropna(subset=["tflops", "tflops_rep"])
-    if both.empty:
-        return [f"context: no published {other} numbers on the measured cases"]
-    both = both.assign(speedup=both["tflops"] / both["tflops_rep"])
-    keys = [k for k in _as_list(part.get("group_by")) if k in rows]
-    groups = []
-    if keys:
-        joined = both.join(rows.drop_duplicates("case").set_index("case")[keys], on="case")
-        groups = [f"{_label(keys, v)}: {statistic(g['speedup'], 'geomean'):.2f}x"
-                  for v, g in joined.groupby(keys, sort=True)]
-    source = "; ".join(sorted(set(both["source"].astype(str)) - {""})) or "source not recorded"
-    return [f"context, not deciding: {backend}'s measured TFLOPS / {other}'s published TFLOPS ({source}): "
-            f"geomean {statistic(both['speedup'], 'geomean'):.2f}x over {len(both)} cases"
-            + (f" ({'; '.join(groups)})" if groups else "")]
-
-
-def _coverage(part: dict, hw: str, coverage: dict) -> list[str]:
-    """The planned cases in the part's scope that were never run on this hardware."""
-    from repro.report.coverage import missing_lines
-
-    found = coverage.get((part["experiment"], hw))
-    if found is None:
-        return []
-    cov, spec = found
-    planned, run, lines = missing_lines(cov, spec.get("coverage_by", []), spec.get("coverage_prefer", []),
-                                        part.get("where"))
-    if not lines:
-        return [f"coverage: all {planned} planned cases in scope were run"]
-    return [f"coverage: {run} of {planned} planned cases in scope were run; not run: " + "; ".join(lines)]
-
-
 def _speedup_on(rows: pd.DataFrame, hw: str, part: dict, coverage: dict) -> PartResult:
-    backend, baselines = part.get("backend", "tilelang"), _as_list(part.get("baseline"))
+    backend, baselines = part.get("backend", "tilelang"), as_list(part.get("baseline"))
     stat_name, threshold = part.get("statistic", "geomean"), float(part["supported"])
     paired, used = pair_speedups(rows, backend, baselines)
     if paired.empty:
         return PartResult(part["name"], NOT_MEASURED, "", [_missing_reason(rows, backend, baselines, hw)]
-                          + _coverage(part, hw, coverage))
+                          + coverage_lines(part, hw, coverage))
     value = statistic(paired["speedup"], stat_name)
     verdict = grade(value, threshold, part.get("partly"))
     holding, group_lines = _grouped(paired, rows, part)
@@ -138,19 +76,24 @@ def _speedup_on(rows: pd.DataFrame, hw: str, part: dict, coverage: dict) -> Part
                f"(min {paired['speedup'].min():.2f}x, max {paired['speedup'].max():.2f}x; "
                f"needs ≥ {threshold:.2f}x)")
     details = [rule_text(part, used)]
+    for skipped in baselines[:baselines.index(used)]:
+        mine = rows[rows["backend"] == skipped]
+        details.append(f"baseline {skipped} has no measured rows here ({status_counts(mine)}), so {used} stands in")
     details += [f"holds for {', '.join(holding)}"] if holding and verdict == PARTLY else []
-    details += group_lines + _context(rows, part) + _coverage(part, hw, coverage)
+    details += group_lines + context_lines(rows, part) + coverage_lines(part, hw, coverage)
     wrong = rows[(rows["backend"] == backend) & (rows["status"] == "incorrect")]
     if len(wrong):
         details.append(f"{len(wrong)} {backend} cases fail the correctness gate and are excluded")
         verdict = PARTLY if verdict == SUPPORTED else verdict
     runs = sorted(set(paired["run_id"]) | set(paired["run_id_base"]))
-    return PartResult(part["name"], verdict, numbers, details, runs)
+    brief = (f"{value:.2f}x vs {used} ({stat_name} of {len(paired)}; "
+             f"{paired['speedup'].min():.2f}–{paired['speedup'].max():.2f}x)")
+    return PartResult(part["name"], verdict, numbers, details, runs, brief=brief)
 
 
 def speedup_part(part: dict, results: Results, figures: dict, coverage: dict) -> PartResult:
     frame = results.rows(part["experiment"])
-    wanted = _as_list(part.get("hardware"))
+    wanted = as_list(part.get("hardware"))
     present = [hw for hw in wanted if not frame.empty and (frame["hardware"] == hw).any()]
     if not present:
         return PartResult(part["name"], NOT_MEASURED, "",
@@ -167,6 +110,8 @@ def speedup_part(part: dict, results: Results, figures: dict, coverage: dict) ->
         part["name"], combine([o.verdict for o in outcomes]),
         "; ".join(o.numbers for o in outcomes if o.numbers),
         [d for o in outcomes for d in o.details], [e for o in outcomes for e in o.evidence],
+        brief="; ".join(f"{hw}: {o.brief}" if len(outcomes) > 1 else o.brief for hw, o in zip(present, outcomes)
+                        if o.brief),
     )
 
 
@@ -209,7 +154,8 @@ def loc_budget_part(part: dict, results: Results) -> PartResult:
         value, ok = int(rows["code_lines"].max()), rows["code_lines"].max() <= part["budget"]
         rule = f"≤ {part['budget']}"
     numbers = f"{value} code lines (needs {rule}): {_names(rows)}"
-    return PartResult(part["name"], SUPPORTED if ok else NOT_SUPPORTED, numbers, [], evidence)
+    return PartResult(part["name"], SUPPORTED if ok else NOT_SUPPORTED, numbers, [], evidence,
+                      brief=f"{value} code lines")
 
 
 def loc_ratio_part(part: dict, results: Results) -> PartResult:
@@ -223,7 +169,8 @@ def loc_ratio_part(part: dict, results: Results) -> PartResult:
     verdict = grade(ratio, float(part["supported"]), part.get("partly", 1.0))
     numbers = (f"{ratio:.1f}x fewer code lines (needs ≥ {float(part['supported']):.1f}x): "
                f"{_names(mine)} vs {_names(base)}")
-    return PartResult(part["name"], verdict, numbers, [], evidence)
+    brief = f"{ratio:.0f}x fewer code lines ({int(mine['code_lines'].max())} vs {int(base['code_lines'].min())})"
+    return PartResult(part["name"], verdict, numbers, [], evidence, brief=brief)
 
 
 def evaluate_part(part: dict, results: Results, figures: dict, coverage: dict | None = None) -> PartResult:

@@ -27,6 +27,7 @@ class PartResult:
     on_device: bool = False  # a measurement on hardware (speedup, runs), not a count or a build
     decides: bool = True  # False: shown for context, left out of the claim's verdict
     note: str = ""  # how the rule reads the claim (from claims.yaml)
+    brief: str = ""  # the key number, a few words, for the README's summary
 
 
 @dataclass

@@ -36,7 +36,7 @@ def plan_cases(experiment: str, hardware: str, config_dir: Path):
     try:
         from hydra import compose, initialize_config_dir
 
-        from repro.hardware import profile_names
+        from repro.hardware import load_profile, profile_names
         from repro.runner import plan
         from repro.store import case_key
 
@@ -44,8 +44,13 @@ def plan_cases(experiment: str, hardware: str, config_dir: Path):
             return None
         with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=[f"experiment={experiment}", f"hardware={hardware}"])
-        _, backends, cases = plan(cfg)
-        return list(backends), [dict(c) for c in cases], [case_key(c) for c in cases]
+        exp, backends, cases = plan(cfg)
+        profile = load_profile(hardware)
+        unavailable = set(profile.get("backends_unavailable") or [])
+        # Only backends that can exist on this vendor's hardware count as planned here.
+        backends = [b for b in backends if profile.get("vendor") in exp.backend(b).vendors and b not in unavailable
+                    and exp.backend(b).timed]  # untimed ones are correctness references
+        return backends, [dict(c) for c in cases], [case_key(c) for c in cases]
     except Exception:  # an unknown experiment, a config that needs a device: no plan, no claim of gaps
         return None
 
@@ -54,9 +59,13 @@ def coverage(results: Results, experiment: str, hardware: str, config_dir: Path)
     planned = plan_cases(experiment, hardware, config_dir)
     if planned is None:
         return None
+    from repro.report.load import parse_case
+    from repro.store import case_key
+
     backends, cases, keys = planned
     rows = results.rows(experiment, hardware)
-    run = set(rows.loc[rows["status"] != "reported", "case"]) if not rows.empty else set()
+    measured = rows.loc[rows["status"] != "reported", "case"] if not rows.empty else []
+    run = {case_key(parse_case(c)) for c in measured}  # canonical: the file's key order may differ
     return Coverage(experiment, hardware, cases, keys, backends, run)
 
 
@@ -153,6 +162,9 @@ def missing_lines(cov: Coverage, order: list[str], prefer: list[str] = (),
 
 def backend_gaps(results: Results, cov: Coverage) -> list[str]:
     """Per planned backend without a measurement in every run case: why, from the rows."""
+    from repro.report.load import parse_case
+    from repro.store import case_key
+
     rows = results.rows(cov.experiment, cov.hardware)
     rows = rows[rows["status"] != "reported"] if not rows.empty else rows
     lines = []
@@ -166,8 +178,8 @@ def backend_gaps(results: Results, cov: Coverage) -> list[str]:
             reasons = sorted(set(group["error"].astype(str)) - {""})
             why = f" ({'; '.join(reasons)})" if reasons else ""
             lines.append(f"{backend}: {status} in {_cases(len(group))}{why}")
-        absent = sorted(cov.run - set(mine["case"]))
+        absent = sorted(cov.run - {case_key(parse_case(c)) for c in mine["case"]})
         if absent:
             lines.append(f"{backend}: no row for {len(absent)} of the {len(cov.run)} run cases ("
-                         + "; ".join(absent[:MAX_LISTED]) + ")")
+                         + "; ".join(a.replace(",", ", ") for a in absent[:MAX_LISTED]) + ")")
     return lines

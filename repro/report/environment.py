@@ -31,7 +31,7 @@ def flatten(value, prefix: str = "") -> dict[str, str]:
     elif isinstance(value, list):
         items = ((str(i), v) for i, v in enumerate(value))
     else:
-        return {prefix: str(value)}
+        return {prefix: "not recorded" if value is None else str(value)}
     flat: dict[str, str] = {}
     for key, item in items:
         if str(key).startswith("_"):
@@ -72,6 +72,35 @@ def hardware_label(results: Results, hardware: str) -> str:
     return text
 
 
+def measured_by_run(results: Results, hardware: str, run_id: str) -> str:
+    """'gemm: cublas, tilelang, triton; ...': the backends with ok rows in one run, per experiment."""
+    parts = []
+    for name in sorted(results.experiments):
+        rows = results.rows(name, hardware)
+        mine = rows[(rows["run_id"] == run_id) & (rows["status"] == "ok")] if not rows.empty else rows
+        if not mine.empty:
+            parts.append(f"{name}: {', '.join(sorted(set(mine['backend'])))}")
+    return "; ".join(parts) or "none"
+
+
+def caveats(results: Results) -> list[str]:
+    """What a manifest cannot vouch for, said once under the table."""
+    notes = []
+    for (hw, run), manifest in sorted(results.manifests.items()):
+        commit = field(manifest, "Commit")
+        if commit in ("", "not recorded"):
+            notes.append(f"{hw} / {run}: no git commit recorded, so its dirty flag cannot say which code ran; "
+                         "each result row's `code_hash` identifies the sources it measured.")
+        elif field(manifest, "Dirty tree").lower() == "true":
+            notes.append(f"{hw} / {run}: the tree had uncommitted changes at commit {commit[:10]}.")
+    if any(re.search(r"clock_sm_mhz", k) for m in results.manifests.values() for k in flatten(m)):
+        notes.append("Clocks are read when the manifest is written, between measurements; an idle SM clock "
+                     "there says nothing about the clock under load.")
+    notes.append("A package version that reads `not recorded` was not found by the manifest (e.g. a backend "
+                 "built from source without package metadata); the `measured backends` row shows what ran.")
+    return notes
+
+
 def appendix_rows(results: Results) -> tuple[list[str], list[list[str]]]:
     """One column per run (hardware / run id), one row per field: the known ones first."""
     runs = sorted(results.manifests)
@@ -79,6 +108,7 @@ def appendix_rows(results: Results) -> tuple[list[str], list[list[str]]]:
     flats = [flatten(results.manifests[r]) for r in runs]
     rows = [[label] + [field(results.manifests[r], label) for r in runs] for label, _ in KNOWN_FIELDS]
     rows = [row for row in rows if any(row[1:])]
+    rows.append(["measured backends"] + [measured_by_run(results, hw, run) for hw, run in runs])
     shown = {k for flat in flats for k in flat if any(re.search(p, k, re.I) for _, p in KNOWN_FIELDS)}
     for key in sorted({k for flat in flats for k in flat} - shown):
         rows.append([key] + [flat.get(key, "") for flat in flats])
@@ -95,7 +125,10 @@ def write_environment(results: Results, out: Path) -> list[Path]:
     else:
         links = "\n".join(f"- [{m['_path']}]({relative(m['_path'], results.root.parent, out)})"
                           for _, m in sorted(results.manifests.items()))
-        md = f"# Environment\n\n{intro}\n\n{markdown_table(header, rows)}\n\nManifests:\n\n{links}\n"
+        notes = caveats(results)
+        md = (f"# Environment\n\n{intro}\n\n{markdown_table(header, rows)}\n\n"
+              + "\n".join(f"- {n}" for n in notes) + f"\n\nManifests:\n\n{links}\n")
         tex = latex_escape(intro) + "\n\n" + latex_table(header, rows, "Run manifests.", "tab:environment",
                                                        wrap_first=False)
+        tex += "\n\\begin{itemize}\n" + "".join(f"\\item {latex_escape(n)}\n" for n in notes) + "\\end{itemize}\n"
     return [write(out / "environment.md", md), write(out / "environment.tex", tex)]

@@ -9,7 +9,7 @@ import pandas as pd
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "<": r"\textless{}", ">": r"\textgreater{}", "≥": r"$\geq$", "≤": r"$\leq$",
-                  "×": r"$\times$", "∈": r"$\in$", "–": "--", "—": "---"}
+                  "×": r"$\times$", "∈": r"$\in$", "·": r"$\cdot$", "–": "--", "—": "---"}
 
 
 def latex_escape(text) -> str:

@@ -8,69 +8,29 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from repro.report import style
-from repro.report.environment import hardware_label
 from repro.report.figures import Figure
+from repro.report.loc_figure import loc_backend
 from repro.report.load import Results
 from repro.report.render import latex_table, markdown_table, write
 
-OPERATOR_MARKERS = {"flash_attention": "o", "mla_decode": "s", "gemm": "D", "sparse_mla": "^",
-                    "dsa_indexer": "v", "dsa_topk": "P"}
-
-
-def loc_backend(row: pd.Series, rules: list[dict]):
-    """Which measured backend a counted implementation is: loc.csv's column, else the first matching rule."""
-    if "backend" in row.index:  # loc.csv says it itself: an empty cell means "not measured here"
-        own = row["backend"]
-        return str(own).strip() or None if own == own and own is not None else None
-    text = " | ".join(str(row.get(c, "")) for c in ("implementation", "role", "language"))
-    for rule in rules:
-        if re.search(rule["match"], text):
-            return rule.get("backend")
-    return None
-
 
 def loc_with_speed(results: Results, config: dict, hardware: str) -> pd.DataFrame:
-    """loc.csv rows of counted implementations with the best measured TFLOPS of their backend."""
+    """loc.csv rows with the backend each maps to and that backend's best measured TFLOPS."""
     loc = results.side["loc"].copy()
     loc["code_lines"] = pd.to_numeric(loc.get("code_lines"), errors="coerce")
-    spec = config.get("loc", {})
+    spec, specs = config.get("loc", {}), config.get("experiments", {})
     to_exp = spec.get("operator_experiment", {})
-    best = []
+    backends, best = [], []
     for _, row in loc.iterrows():
         backend = loc_backend(row, spec.get("backend_rules", []))
-        rows = results.rows(to_exp.get(str(row.get("operator")), str(row.get("operator"))), hardware)
+        experiment = to_exp.get(str(row.get("operator")), str(row.get("operator")))
+        rows = results.rows(experiment, hardware)
         ok = rows[(rows["status"] == "ok") & (rows["backend"] == backend)] if backend and not rows.empty else rows
-        best.append(ok["tflops"].max() if backend and not ok.empty else float("nan"))
-    loc["best_tflops"] = best
+        timed = specs.get(experiment, {}).get("metric", "tflops") == "tflops"
+        backends.append(backend or "")
+        best.append(ok["tflops"].max() if backend and timed and not ok.empty else float("nan"))
+    loc["backend"], loc["best_tflops"] = backends, best
     return loc.sort_values(["operator", "code_lines", "implementation"], kind="mergesort")
-
-
-def loc_figure(results: Results, config: dict, hardware: str, out: Path) -> Figure | None:
-    data = loc_with_speed(results, config, hardware).dropna(subset=["code_lines", "best_tflops"])
-    if data.empty:
-        return None
-    fig, ax = plt.subplots(figsize=(6.8, 4.4), layout="constrained")
-    for i, (_, row) in enumerate(data.iterrows()):
-        backend = loc_backend(row, config.get("loc", {}).get("backend_rules", [])) or "other"
-        ax.scatter(row["code_lines"], row["best_tflops"], s=46, color=style.color(backend),
-                   marker=OPERATOR_MARKERS.get(str(row["operator"]), "o"), zorder=3)
-        ax.annotate(str(row["implementation"]), (row["code_lines"], row["best_tflops"]), fontsize=7,
-                    xytext=(6, 6 if i % 2 == 0 else -10), textcoords="offset points")
-    for op, mark in sorted(OPERATOR_MARKERS.items()):
-        if op in set(data["operator"].astype(str)):
-            ax.scatter([], [], marker=mark, color="#777777", label=op)
-    ax.set_xscale("log")
-    # Room on the right for the labels of the largest implementations.
-    ax.set_xlim(data["code_lines"].min() / 1.5, data["code_lines"].max() * 4)
-    ax.set_xlabel("code lines (log scale; no blanks, comments, docstrings)")
-    ax.set_ylabel("best measured throughput (TFLOPS)")
-    ax.set_ylim(bottom=0)
-    ax.legend(title="operator (marker); colour = backend", fontsize=7.5, title_fontsize=7.5, frameon=False)
-    label = hardware_label(results, hardware)
-    ax.set_title(f"Code size vs speed\n{label}")
-    stem = out / f"loc-{hardware}"
-    style.save(fig, stem)
-    return Figure("loc", hardware, stem, f"Code lines vs best measured TFLOPS per implementation on {label}.", True)
 
 
 def scaling_figure(results: Results, out: Path) -> Figure | None:
@@ -103,11 +63,14 @@ def write_side_tables(results: Results, config: dict, out: Path) -> list[Path]:
     hardware = results.hardware
     if "loc" in results.side:
         frame = loc_with_speed(results, config, hardware[0]) if hardware else results.side["loc"]
-        cols = ["operator", "implementation", "language", "function", "code_lines", "total_lines",
-                "commit", "status", "best_tflops"]
+        cols = ["operator", "implementation", "language", "code_lines", "glue_code_lines", "commit", "status",
+                "backend", "best_tflops"]
         frame = frame.assign(commit=frame.get("commit", pd.Series("", index=frame.index)).astype(str).str[:10])
         header, body = _frame_table(frame, cols)
-        note = f"best_tflops: best measured on {hardware[0]}." if hardware else "No measured results yet."
+        note = ("code_lines: the kernel's own lines (no blanks, comments, docstrings); glue_code_lines: host-side "
+                "code around it, not counted. backend: the measured backend the implementation corresponds to; "
+                + (f"best_tflops: its best measured TFLOPS on {hardware[0]} (– where not measured or no FLOP count)."
+                   if hardware else "no measured results yet."))
         align = "".join("p{0.17\\linewidth}" if c == "implementation" else "r" if c.endswith(("lines", "tflops"))
                         else "l" for c in header)
         written += _write_pair(out, "loc", "Code size", header, body, note, align)
@@ -124,6 +87,12 @@ def write_side_tables(results: Results, config: dict, out: Path) -> list[Path]:
 
 
 def _write_pair(out: Path, name: str, title: str, header, body, note: str, align: str | None = None) -> list[Path]:
-    md = f"# {title}\n\n{note}\n\n{markdown_table(header, body)}\n\nSource: `results/{name}.csv`\n"
+    md_align = "".join("r" if a == "r" else "l" for a in _letters(align)) if align else None
+    md = f"# {title}\n\n{note}\n\n{markdown_table(header, body, md_align)}\n\nSource: `results/{name}.csv`\n"
     tex = latex_table(header, body, f"{title}. {note}", f"tab:{name}", align=align)
     return [write(out / f"{name}.md", md), write(out / f"{name}.tex", tex)]
+
+
+def _letters(align: str) -> list[str]:
+    """'p{0.2\\linewidth}rl' -> ['p', 'r', 'l']: one letter per column."""
+    return [m[0] for m in re.findall(r"p\{[^}]*\}|[lrc]", align)]

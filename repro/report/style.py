@@ -56,9 +56,10 @@ def order(backends) -> list[str]:
     return sorted(names, key=lambda b: (b != "tilelang", b))
 
 
-def line_style(backend: str, reported: bool = False) -> dict:
+def line_style(backend: str, reported: bool = False, label: str | None = None) -> dict:
     """Keyword arguments for `ax.plot`: measured solid/filled, reported dashed/hollow."""
     shade = color(backend)
+    label = label or backend
     return dict(
         color=shade,
         marker=marker(backend),
@@ -67,7 +68,7 @@ def line_style(backend: str, reported: bool = False) -> dict:
         markeredgecolor=shade,
         linewidth=1.4 if reported else 2.0,
         markersize=5.5,
-        label=f"{backend} (reported)" if reported else backend,
+        label=f"{label} (reported)" if reported else label,
     )
 
 
