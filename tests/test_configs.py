@@ -24,7 +24,7 @@ def test_experiment_plans(name):
     assert exp.name == name and cases and backends
     assert exp.baseline in exp.backend_names
     for case in cases:
-        assert exp.flops(case) > 0 and exp.bytes(case) > 0
+        assert exp.flops(case) >= 0 and exp.bytes(case) > 0  # membw moves bytes only
 
 
 @pytest.mark.parametrize("profile", ["h100", "h200", "mi300x", "ascend910b"])

@@ -24,6 +24,10 @@ class Table:
     checked: list[str]  # correctness-only backends (no timing column)
 
 
+HIGHER_IS_BETTER = ("tflops", "gbps")
+UNITS = {"tflops": "TFLOPS", "gbps": "GB/s", "median_ms": "median time (ms)"}
+
+
 def _metric(rows: pd.DataFrame, spec: dict) -> str:
     """The configured `metric`; else TFLOPS where the experiment reports it, else time."""
     if spec.get("metric"):
@@ -37,7 +41,7 @@ def _cell(row: pd.Series, metric: str) -> str:
     value = row[metric]
     if value != value:  # correctness-only backend: checked, not timed
         return "checked"
-    return f"{value:.0f}" if metric == "tflops" and value >= 100 else f"{value:.3g}"
+    return f"{value:.0f}" if metric in HIGHER_IS_BETTER and value >= 100 else f"{value:.3g}"
 
 
 def _speedup_text(subject: pd.Series | None, base: pd.Series | None) -> tuple[str, float]:
@@ -52,7 +56,7 @@ def _best(group: pd.DataFrame, metric: str):
     timed = group[(group["status"] == "ok") & group[metric].notna()]
     if timed.empty:
         return None
-    return timed.loc[timed[metric].idxmax() if metric == "tflops" else timed[metric].idxmin(), "backend"]
+    return timed.loc[timed[metric].idxmax() if metric in HIGHER_IS_BETTER else timed[metric].idxmin(), "backend"]
 
 
 def shown_params(rows: pd.DataFrame, params: list[str], spec: dict) -> list[str]:
@@ -162,6 +166,7 @@ def backend_notes(backends, spec: dict, config_notes: dict) -> str:
 def write_experiment(results: Results, name: str, spec: dict, subject: str, out: Path,
                      coverage: dict | None = None, config_notes: dict | None = None) -> list[Path]:
     """paper/tables/<name>.md and .tex: one section per hardware, measured then reported."""
+    subject = spec.get("subject", subject)  # e.g. membw has no TileLang row: its copy is the subject
     title = spec.get("title", name)
     frame, params = results.rows(name), results.params.get(name, [])
     md, tex = [f"# {title}\n"], []
@@ -172,7 +177,7 @@ def write_experiment(results: Results, name: str, spec: dict, subject: str, out:
         measured, published = rows[rows["status"] != "reported"], rows[rows["status"] == "reported"]
         if not measured.empty:
             table = build_table(measured, params, subject, spec)
-            unit = "TFLOPS" if table.metric == "tflops" else "median time (ms)"
+            unit = UNITS[table.metric]
             note = (f"{unit} per backend, the best in bold; vs X = X's time / {subject}'s time (above 1: "
                     f"{subject} faster); % peak = {subject}'s larger share of the datasheet peak, compute "
                     f"or HBM bandwidth. Fixed: {table.fixed or 'none'}.")
