@@ -8,7 +8,7 @@ EXPERIMENTS ?= membw gemm flash_attention mla_decode dsa_indexer dsa_topk sparse
 RESULTS ?= results
 LATEXMK ?= latexmk
 
-.PHONY: help setup test test-gpu reproduce measure figures paper loc portability clean
+.PHONY: help setup test test-gpu reproduce measure figures paper loc portability scaling clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ loc: setup  ## recount code lines (upstream from clones: make loc SOURCES=/path/
 
 portability: setup  ## build every TileLang kernel for each target (results/portability.csv)
 	$(PY) run.py experiment=portability
+
+scaling: setup  ## the same GEMM + FlashAttention sweep on 1 and on GPUS GPUs (results/scaling.csv)
+	$(PY) -m repro.scaling --gpus $(or $(GPUS),2)
 
 clean:  ## remove the environment, caches and Hydra outputs (results/ and paper/ stay)
 	rm -rf $(VENV) outputs multirun .pytest_cache *.egg-info
