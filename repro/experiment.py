@@ -94,3 +94,12 @@ def load_experiment(name: str) -> Experiment:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(known_experiments())}")
     module = importlib.import_module(f"experiments.{name}")
     return module.EXPERIMENT
+
+
+def config_section(cfg, key: str) -> dict:
+    """One section of a run's config as plain Python data (from an OmegaConf config or a dict)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg[key])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from repro.experiment import config_section
 from repro.loc.counter import COUNTER_VERSION, LineCounts, count_definitions, count_file
 from repro.loc.sources import PROJECT_ROOT
 
@@ -17,15 +18,8 @@ DEFAULT_OUT = "results/loc.csv"
 
 
 def _plain(cfg) -> dict:
-    """The `loc` section as plain Python data (accepts an OmegaConf config or a dict)."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:
-        pass
-    return dict(cfg["loc"])
+    """The `loc` section as plain Python data."""
+    return config_section(cfg, "loc")
 
 
 def _project_path(path: str | Path) -> Path:

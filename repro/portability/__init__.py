@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from repro.experiment import config_section
 from repro.portability.child import MARKER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -27,15 +28,8 @@ STATUSES = ("built", "lowered", "failed", "unsupported")
 
 
 def settings_of(cfg) -> dict:
-    """The `portability` section as plain data (an OmegaConf config or a dict)."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:
-        pass
-    return dict(cfg["portability"])
+    """The `portability` section as plain Python data."""
+    return config_section(cfg, "portability")
 
 
 def plan(settings: dict) -> list[dict]:
