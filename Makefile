@@ -29,7 +29,7 @@ test-gpu: setup  ## only the GPU tests (needs a CUDA device)
 	$(PY) -m pytest -q -m gpu tests/gpu
 
 reproduce: setup  ## measure every experiment when a GPU is present, then regenerate the paper
-	@if $(PY) -c "import sys; from repro.hardware import detect_device; sys.exit(detect_device() is None)"; then \
+	@if $(PY) -c "import sys; from repro.measure.hardware import detect_device; sys.exit(detect_device() is None)"; then \
 	  $(MAKE) --no-print-directory measure; \
 	else \
 	  echo "No GPU here: regenerating tables, figures and the ledger from the committed $(RESULTS)/"; \
@@ -54,7 +54,7 @@ portability: setup  ## build every TileLang kernel for each target (results/port
 	$(PY) run.py experiment=portability
 
 scaling: setup  ## the same GEMM + FlashAttention sweep on 1 and on GPUS GPUs (results/scaling.csv)
-	$(PY) -m repro.scaling --gpus $(or $(GPUS),2)
+	$(PY) -m repro.run.scaling --gpus $(or $(GPUS),2)
 
 clean:  ## remove the environment, caches and Hydra outputs (results/ and paper/ stay)
 	rm -rf $(VENV) outputs multirun .pytest_cache *.egg-info

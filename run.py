@@ -14,7 +14,7 @@ warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigSto
 
 def register_resolvers() -> None:
     """`${gpu_count:}` in the launcher configs: one parallel job per GPU of the node."""
-    from repro.devices import gpu_count_for_jobs
+    from repro.measure.devices import gpu_count_for_jobs
 
     OmegaConf.register_new_resolver("gpu_count", gpu_count_for_jobs, replace=True)
 

@@ -1,1 +1,1 @@
-"""One module per experiment; each defines `EXPERIMENT` (see repro.experiment)."""
+"""One module per experiment; each defines `EXPERIMENT` (see repro.measure.experiment)."""

@@ -19,10 +19,9 @@ import os
 from dataclasses import asdict
 
 from experiments.vendor import FLASH_ATTENTION_BACKENDS
-from repro.experiment import Backend, Experiment, needs_module
-from repro.tuning import KnobCache, compile_all, pick_fastest
+from repro.measure.experiment import Backend, Experiment, TORCH_DTYPES, needs_module, selected_dtypes
+from repro.measure.tuning import KnobCache, compile_all, pick_fastest
 
-TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 REF_CHUNK_ELEMS = 1 << 28  # fp32 score elements per reference chunk (1 GiB)
 FA3_SOURCE = "FA3 paper arXiv 2407.08608 Fig. (read off chart), H100 SXM5"
 # FA3 paper, forward, fp16, 16k tokens, hidden 2048, seqlen 512..16k (figure values, approximate).
@@ -51,7 +50,6 @@ def _case(batch, heads, heads_kv, seq_q, seq_k, head_dim, causal, dtype) -> dict
 def cases(cfg) -> list[dict]:
     """The FA3 grid (tokens = batch * seqlen, hidden = heads * head dim), GQA cases, long context."""
     from kernels.flash_attention import HEAD_DIMS
-    from repro.validate import selected_dtypes
 
     bad = [d for d in [*cfg.head_dims, cfg.gqa.head_dim] if d not in HEAD_DIMS]
     if bad:
@@ -302,7 +300,6 @@ def build_torch(case: dict, inputs: dict):
 
 def reported(cfg) -> list[dict]:
     """The FA3 paper's H100 figure (fp16) as reference rows, on the grid's own case keys."""
-    from repro.validate import selected_dtypes
 
     if "fp16" not in selected_dtypes(cfg):
         return []
@@ -328,10 +325,10 @@ EXPERIMENT = Experiment(
         Backend("tilelang", build=build_tilelang, probe=needs_module("tilelang"), vendors=("nvidia", "amd")),
         Backend("triton", build=build_triton, probe=needs_module("triton"), vendors=("nvidia", "amd")),
         Backend("fa2", build=build_fa2, probe=needs_module("flash_attn")),
-        Backend("sdpa_flash", build=build_sdpa_flash, vendors=("nvidia", "amd")),  # ROCm has a flash path too
-        Backend("cudnn", build=build_cudnn),
+        Backend("sdpa_flash", build=build_sdpa_flash, vendors=("nvidia", "amd"), trusted=True),  # ROCm has a flash path too
+        Backend("cudnn", build=build_cudnn, trusted=True),
         Backend("fa3", build=build_fa3, probe=needs_module("flash_attn_interface")),
-        Backend("torch", build=build_torch, timed=False),
+        Backend("torch", build=build_torch, timed=False, trusted=True),
         *FLASH_ATTENTION_BACKENDS,  # AMD and Ascend, detected at run time
     ],
     baseline="sdpa_flash",

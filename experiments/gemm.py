@@ -8,14 +8,12 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from experiments.vendor import GEMM_BACKENDS
-from repro.experiment import Backend, Experiment, needs_module
-from repro.tuning import KnobCache, compile_all, pick_fastest
+from repro.measure.experiment import Backend, Experiment, needs_module, selected_dtypes, torch_dtype
+from repro.measure.tuning import KnobCache, compile_all, pick_fastest
 
-TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 def cases(cfg) -> list[dict]:
-    from repro.validate import selected_dtypes
 
     out, seen = [], set()
     for shape in cfg.shapes:
@@ -29,17 +27,11 @@ def cases(cfg) -> list[dict]:
     return out
 
 
-def _torch_dtype(name: str):
-    import torch
-
-    return getattr(torch, TORCH_DTYPES[name])
-
-
 def make_inputs(case: dict, seed: int, device: str) -> dict:
     import torch
 
     g = torch.Generator(device=device).manual_seed(seed)
-    dt = _torch_dtype(case["dtype"])
+    dt = torch_dtype(case["dtype"])
     a = torch.randn(case["M"], case["K"], device=device, generator=g).to(dt)
     b = torch.randn(case["K"], case["N"], device=device, generator=g).to(dt)
     return {"a": a, "b": b, "out": torch.empty(case["M"], case["N"], device=device, dtype=dt)}
@@ -132,8 +124,8 @@ EXPERIMENT = Experiment(
     bytes=bytes_moved,
     backends=[
         Backend("tilelang", build=build_tilelang, probe=needs_module("tilelang"), vendors=("nvidia", "amd")),
-        Backend("cublas", build=build_cublas),
-        Backend("hipblaslt", build=build_cublas, vendors=("amd",)),
+        Backend("cublas", build=build_cublas, trusted=True),
+        Backend("hipblaslt", build=build_cublas, vendors=("amd",), trusted=True),
         Backend("triton", build=build_triton, probe=needs_module("triton"), vendors=("nvidia", "amd")),
         *GEMM_BACKENDS,  # Ascend, detected at run time
     ],

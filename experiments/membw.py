@@ -5,7 +5,7 @@ Bytes = 2 * size (each byte read once and written once); FLOPs = 0. The referenc
 """
 from __future__ import annotations
 
-from repro.experiment import Backend, Experiment
+from repro.measure.experiment import Backend, Experiment
 
 MIB = 1 << 20
 

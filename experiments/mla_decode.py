@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import math
 
-from repro.experiment import Backend, Experiment, needs_module
+from repro.measure.experiment import Backend, Experiment, TORCH_DTYPES, needs_module, selected_dtypes
 
 D_QK, D_V, PAGE = 576, 512, 64
-TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 LENGTHS = ("equal", "varied", "one_long")
 LONG_SEQLEN = 65536  # the adversarial case: one sequence this long, the rest at `seqlen`
 
 
 def cases(cfg) -> list[dict]:
     """One case per point of each grid in cfg.grids, narrowed by `dtype=`."""
-    from repro.validate import selected_dtypes
 
     chosen, out = set(selected_dtypes(cfg)), []
     for grid in cfg.grids:
@@ -202,7 +200,7 @@ EXPERIMENT = Experiment(
         Backend("flash_mla", build=build_flash_mla, probe=needs_module("flash_mla")),
         Backend("flashinfer", build=build_flashinfer, probe=needs_module("flashinfer")),
         Backend("triton", build=build_triton, probe=needs_module("triton")),
-        Backend("torch", build=build_torch, timed=False),
+        Backend("torch", build=build_torch, timed=False, trusted=True),
     ],
     baseline="flash_mla",
     validate_case=validate_case,

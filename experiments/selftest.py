@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from repro.experiment import Backend, Experiment
+from repro.measure.experiment import Backend, Experiment
 
 
 def cases(cfg) -> list[dict]:

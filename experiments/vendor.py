@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from repro.experiment import Backend, first_missing, needs_cuda
+from repro.measure.experiment import Backend, first_missing, needs_cuda
 
 ASCEND_MASK_SIZE = 2048  # torch_npu's compressed causal mask is a fixed 2048 x 2048 triangle
 

@@ -5,9 +5,9 @@ import sys
 
 from omegaconf import DictConfig
 
-from repro.hardware import HardwareError
-from repro.store import StoreError
-from repro.validate import ConfigError
+from repro.measure.hardware import HardwareError
+from repro.results.store import StoreError
+from repro.run.validate import ConfigError
 
 EXIT_CONFIG, EXIT_NO_DEVICE, EXIT_STORE = 2, 3, 4
 
@@ -17,7 +17,7 @@ def dispatch(cfg: DictConfig) -> int:
     task = cfg.get("task", "measure")
     try:
         if task == "measure":
-            from repro.runner import run
+            from repro.run.runner import run
 
             return run(cfg)
         if task == "loc":

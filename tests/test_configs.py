@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from repro.experiment import known_experiments, load_experiment
-from repro.runner import plan
+from repro.measure.experiment import known_experiments, load_experiment
+from repro.run.plan import plan
 from tests.helpers import compose_config
 
 MEASURED = [n for n in known_experiments() if n not in ("loc", "portability")]

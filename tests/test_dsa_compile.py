@@ -15,7 +15,7 @@ from experiments import dsa_topk as topk_exp
 from experiments import sparse_mla as mla_exp
 from kernels._compile import HOPPER, compile_kernel
 from kernels import dsa_indexer, dsa_topk, sparse_mla
-from repro.gate import default_check, poison_outputs
+from repro.measure.gate import default_check, poison_outputs
 
 TIGHT = {"rel_l2": 1e-5, "max_abs_rel": 1e-5}
 

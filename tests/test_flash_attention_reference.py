@@ -89,8 +89,8 @@ def test_tensor_checks_run_before_any_launch():
 
 def test_config_composes_into_the_fa3_grid():
     from helpers import compose_config
-    from repro.experiment import load_experiment
-    from repro.validate import validate as validate_config
+    from repro.measure.experiment import load_experiment
+    from repro.run.validate import validate as validate_config
 
     exp = load_experiment("flash_attention")
     backends, cases = validate_config(compose_config("experiment=flash_attention"), exp)
@@ -112,8 +112,8 @@ def test_config_composes_into_the_fa3_grid():
     ("head_dims=[80]", "head dim 80 unsupported"), ("gqa.heads=[[30,8]]", "not a multiple of 8 KV heads")])
 def test_config_refuses_unsupported_cases(override, message):
     from helpers import compose_config
-    from repro.experiment import load_experiment
-    from repro.validate import ConfigError, validate as validate_config
+    from repro.measure.experiment import load_experiment
+    from repro.run.validate import ConfigError, validate as validate_config
 
     with pytest.raises(ConfigError, match=message):
         validate_config(compose_config("experiment=flash_attention", override), load_experiment("flash_attention"))

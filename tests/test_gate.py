@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from repro.gate import INT_POISON, compare, default_check, poison_outputs
+from repro.measure.gate import INT_POISON, compare, default_check, poison_outputs
 
 TOL = {"rel_l2": 2e-3, "max_abs_rel": 1e-2}
 

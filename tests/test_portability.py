@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.hardware import Device, HardwareError, amd_arch, ascend_arch, resolve_profile
+from repro.measure.hardware import Device, HardwareError, amd_arch, ascend_arch, resolve_profile
 from repro.portability import COLUMNS, STATUSES, plan, run
 from tests.helpers import compose_config
 

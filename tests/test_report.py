@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from repro.report import claims as ledger
+from repro.report import verdicts as V
 from repro.report.build import generate
 from repro.report.load import load
 
@@ -62,11 +63,11 @@ def test_every_claim_has_a_verdict(paper):
 def test_fixture_verdicts():
     rules = __import__("yaml").safe_load((Path(__file__).parents[1] / "configs" / "claims.yaml").read_text())
     verdicts = {c.id: c for c in ledger.evaluate(rules, load(FIXTURE))}
-    assert verdicts["C2"].verdict == ledger.NOT_MEASURED  # no Ascend results, vendor source not public
-    assert verdicts["C4"].verdict == ledger.NOT_MEASURED  # no DSA results in the fixture
-    assert verdicts["C5"].verdict == ledger.PARTLY  # H100 measured, MI300X missing
+    assert verdicts["C2"].verdict == V.NOT_MEASURED  # no Ascend results, vendor source not public
+    assert verdicts["C4"].verdict == V.NOT_MEASURED  # no DSA results in the fixture
+    assert verdicts["C5"].verdict == V.PARTLY  # H100 measured, MI300X missing
     mi300x = next(p for p in verdicts["C5"].parts if "MI300X" in p.name)
-    assert mi300x.verdict == ledger.NOT_MEASURED and "mi300x" in mi300x.details[0]
+    assert mi300x.verdict == V.NOT_MEASURED and "mi300x" in mi300x.details[0]
 
 
 # Hand-made results: one GEMM case grid on h100 with chosen speedups.
@@ -111,49 +112,49 @@ def _verdict(root: Path, rows: list[dict], **overrides) -> ledger.ClaimResult:
 
 def test_claim_that_holds(tmp_path):
     claim = _verdict(tmp_path, _grid(1.3, 1.2))
-    assert claim.verdict == ledger.SUPPORTED
+    assert claim.verdict == V.SUPPORTED
     assert "geomean 1.25x vs cublas over 4 cases" in claim.parts[0].numbers
     assert "results/h100/gemm.csv" in claim.parts[0].evidence
     assert f"results/h100/env-{RUN}.json" in claim.parts[0].evidence
 
 
 def test_claim_that_fails(tmp_path):
-    assert _verdict(tmp_path, _grid(0.7, 0.6)).verdict == ledger.NOT_SUPPORTED
+    assert _verdict(tmp_path, _grid(0.7, 0.6)).verdict == V.NOT_SUPPORTED
 
 
 def test_claim_between_thresholds_is_partly_supported(tmp_path):
-    assert _verdict(tmp_path, _grid(1.0, 1.0)).verdict == ledger.PARTLY
+    assert _verdict(tmp_path, _grid(1.0, 1.0)).verdict == V.PARTLY
 
 
 def test_grouped_claim_says_where_it_holds(tmp_path):
     claim = _verdict(tmp_path, _grid(1.5, 0.8), group_by=["dtype"])
-    assert claim.verdict == ledger.PARTLY
+    assert claim.verdict == V.PARTLY
     assert "holds for dtype=bf16" in claim.parts[0].details
     assert claim.parts[0].details[0].startswith("rule: geomean of time(cublas) / time(tilelang) over all cases")
 
 
 def test_missing_hardware_is_not_measured(tmp_path):
     claim = _verdict(tmp_path, _grid(1.3, 1.3), hardware=["mi300x"])
-    assert claim.verdict == ledger.NOT_MEASURED
+    assert claim.verdict == V.NOT_MEASURED
     assert claim.parts[0].details == ["no gemm results on mi300x"]
 
 
 def test_reported_rows_alone_never_decide(tmp_path):
     claim = _verdict(tmp_path, _grid(1.3, 1.3, base_status="reported"))
-    assert claim.verdict == ledger.NOT_MEASURED
+    assert claim.verdict == V.NOT_MEASURED
     assert "4 reported" in claim.parts[0].details[0]
 
 
 def test_incorrect_kernels_cap_the_verdict(tmp_path):
     rows = _grid(1.3, 1.3) + [_row(8192, "bf16", "tilelang", 0.5, "incorrect"), _row(8192, "bf16", "cublas", 1.0)]
     claim = _verdict(tmp_path, rows)
-    assert claim.verdict == ledger.PARTLY
+    assert claim.verdict == V.PARTLY
     assert any("fail the correctness gate" in d for d in claim.parts[0].details)
 
 
 def test_baseline_fallback_names_the_one_used(tmp_path):
     claim = _verdict(tmp_path, _grid(1.3, 1.3), baseline=["hipblaslt", "cublas"])
-    assert claim.verdict == ledger.SUPPORTED and "vs cublas" in claim.parts[0].numbers
+    assert claim.verdict == V.SUPPORTED and "vs cublas" in claim.parts[0].numbers
     assert any(d.startswith("baseline hipblaslt has no measured rows here") for d in claim.parts[0].details)
 
 
@@ -162,8 +163,8 @@ def test_context_parts_never_decide(tmp_path):
     rules["claims"]["X1"]["parts"].append({**rules["claims"]["X1"]["parts"][0], "name": "ctx", "decides": False,
                                            "supported": 9.0, "partly": 8.0})
     claim = ledger.evaluate(rules, load(_write_results(tmp_path, _grid(1.3, 1.3))))[0]
-    assert [p.verdict for p in claim.parts] == [ledger.SUPPORTED, ledger.NOT_SUPPORTED]
-    assert claim.verdict == ledger.SUPPORTED and "ctx: not supported (context)" in claim.where
+    assert [p.verdict for p in claim.parts] == [V.SUPPORTED, V.NOT_SUPPORTED]
+    assert claim.verdict == V.SUPPORTED and "ctx: not supported (context)" in claim.where
 
 
 def test_missing_cases_are_grouped():
@@ -177,23 +178,23 @@ def test_missing_cases_are_grouped():
 
 
 @pytest.mark.parametrize("verdicts, expected", [
-    ([ledger.SUPPORTED, ledger.SUPPORTED], ledger.SUPPORTED),
-    ([ledger.SUPPORTED, ledger.NOT_MEASURED], ledger.PARTLY),
-    ([ledger.NOT_SUPPORTED, ledger.NOT_MEASURED], ledger.NOT_SUPPORTED),
-    ([ledger.NOT_MEASURED, ledger.NOT_MEASURED], ledger.NOT_MEASURED),
-    ([ledger.SUPPORTED, ledger.NOT_SUPPORTED], ledger.PARTLY),
+    ([V.SUPPORTED, V.SUPPORTED], V.SUPPORTED),
+    ([V.SUPPORTED, V.NOT_MEASURED], V.PARTLY),
+    ([V.NOT_SUPPORTED, V.NOT_MEASURED], V.NOT_SUPPORTED),
+    ([V.NOT_MEASURED, V.NOT_MEASURED], V.NOT_MEASURED),
+    ([V.SUPPORTED, V.NOT_SUPPORTED], V.PARTLY),
 ])
 def test_combining_parts(verdicts, expected):
-    assert ledger.combine(verdicts) == expected
+    assert V.combine(verdicts) == expected
 
 
 def test_loc_budget_and_missing_loc(tmp_path):
     rules = {"claims": {"X2": {"statement": "small", "parts": [
         {"name": "lines", "kind": "loc_budget", "select": {"implementation": "(?i)tilelang"}, "budget": 100}]}}}
     root = _write_results(tmp_path, _grid(1.0, 1.0))
-    assert ledger.evaluate(rules, load(root))[0].verdict == ledger.NOT_MEASURED
+    assert ledger.evaluate(rules, load(root))[0].verdict == V.NOT_MEASURED
     (root / "loc.csv").write_text("implementation,operator,code_lines,status\nTileLang fa,flash_attention,120,ok\n")
-    assert ledger.evaluate(rules, load(root))[0].verdict == ledger.NOT_SUPPORTED
+    assert ledger.evaluate(rules, load(root))[0].verdict == V.NOT_SUPPORTED
 
 
 def test_empty_results_tree_gives_a_not_measured_report(tmp_path):
@@ -211,8 +212,8 @@ def test_line_counts_alone_never_carry_a_speed_claim(tmp_path):
     rules["claims"]["X1"]["parts"].append(
         {"name": "lines", "kind": "loc_budget", "select": {"implementation": "(?i)tilelang"}, "budget": 100})
     claim = ledger.evaluate(rules, load(root))[0]
-    assert [p.verdict for p in claim.parts] == [ledger.NOT_MEASURED, ledger.SUPPORTED]
-    assert claim.verdict == ledger.NOT_MEASURED
+    assert [p.verdict for p in claim.parts] == [V.NOT_MEASURED, V.SUPPORTED]
+    assert claim.verdict == V.NOT_MEASURED
 
 
 def test_figures_only_writes_no_tables(tmp_path):

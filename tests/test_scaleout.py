@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from repro.merge import merge_all
-from repro.shard import parse_shard, select
-from repro.store import ResultsStore, StoreError, part_files, read_results
+from repro.run.merge import merge_all
+from repro.run.shard import parse_shard, select
+from repro.results.store import ResultsStore, StoreError, part_files, read_results
 from tests.helpers import compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def test_sharded_sweep_merges_without_loss_or_duplicates(tmp_path, launcher):
 
 
 def test_faulty_children_become_status_rows(tmp_path):
-    from repro.runner import run
+    from repro.run.runner import run
 
     cfg = compose_config("experiment=selftest", "backends=[matmul,crash,hang,oom,raises,wrong]",
                          "bench.isolate=true", "bench.timeout_s=4", "sizes=[16,24]", f"results_dir={tmp_path}")
@@ -69,11 +69,15 @@ def test_faulty_children_become_status_rows(tmp_path):
 
 
 def test_auto_isolation_keeps_pytorch_ops_in_process():
-    from repro.isolate import isolated
+    from repro.measure.experiment import load_experiment
+    from repro.run.isolate import isolated
 
-    assert isolated("auto", "tilelang") and isolated("auto", "fa3") and isolated("auto", "triton")
-    assert not isolated("auto", "cublas") and not isolated("auto", "torch")
-    assert isolated(True, "cublas") and not isolated(False, "tilelang")
+    fa, gemm = load_experiment("flash_attention"), load_experiment("gemm")
+    for name in ("tilelang", "fa3", "triton"):
+        assert isolated("auto", fa.backend(name)), name
+    assert not isolated("auto", gemm.backend("cublas")) and not isolated("auto", fa.backend("torch"))
+    assert not isolated("auto", fa.backend("sdpa_flash")) and not isolated("auto", fa.backend("cudnn"))
+    assert isolated(True, gemm.backend("cublas")) and not isolated(False, gemm.backend("tilelang"))
 
 
 def _wait_for_rows(path: Path, n: int, proc: subprocess.Popen, limit_s: float = 120) -> None:
@@ -148,7 +152,7 @@ def test_shards_partition_the_cases_and_balance_them():
 
 CLAIM = """
 import sys, time
-from repro.devices import exclusive_gpu
+from repro.measure.devices import exclusive_gpu
 import os
 with exclusive_gpu() as gpu:
     print("held", gpu, os.environ["CUDA_VISIBLE_DEVICES"], time.time(), flush=True)
@@ -175,7 +179,7 @@ def test_gpu_claims_are_exclusive(tmp_path):
 
 
 def test_scaling_compares_content_and_records_rows(tmp_path):
-    from repro.scaling import differences, record
+    from repro.run.scaling import differences, record
 
     one = pd.DataFrame({"experiment": ["gemm"] * 2, "case": ["M=1", "M=2"], "backend": ["cublas"] * 2,
                         "status": ["ok", "ok"]})
@@ -192,6 +196,6 @@ def test_scaling_compares_content_and_records_rows(tmp_path):
 
 
 def test_scaling_needs_the_gpus_it_names():
-    res = subprocess.run([sys.executable, "-m", "repro.scaling", "--gpus", "2"], cwd=ROOT, capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "repro.run.scaling", "--gpus", "2"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})
     assert res.returncode == 2 and "--gpus 2" in res.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from repro.store import REQUIRED, ResultsStore, StoreError, case_key
+from repro.results.store import REQUIRED, ResultsStore, StoreError, case_key
 
 
 def row(case="M=1", backend="tilelang", status="ok", code="c1", env="e1", **extra):

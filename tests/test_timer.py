@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from repro.timer import quantile, rep_count, summarize
+from repro.measure.timer import quantile, rep_count, summarize
 
 
 def test_summary_matches_numpy():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from repro.runner import plan
-from repro.validate import ConfigError
+from repro.run.plan import plan
+from repro.run.validate import ConfigError
 from tests.helpers import compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def test_results_dir_that_cannot_be_a_folder_is_refused(tmp_path):
 def test_bad_launcher_settings_are_refused(launcher, gpus, needle):
     from omegaconf import OmegaConf
 
-    from repro.validate import check_launcher
+    from repro.run.validate import check_launcher
 
     with pytest.raises(ConfigError) as err:
         check_launcher(OmegaConf.create(launcher), gpus)
@@ -126,6 +126,6 @@ def test_launcher_configs_compose_with_the_merge_callback(name):
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=gemm", f"hydra/launcher={name}"], return_hydra_config=True)
-    assert cfg.hydra.callbacks.merge_results._target_ == "repro.merge.MergeResults"
+    assert cfg.hydra.callbacks.merge_results._target_ == "repro.run.merge.MergeResults"
     if name == "joblib":
         assert cfg.hydra.launcher.n_jobs >= 1  # the GPU count, resolved

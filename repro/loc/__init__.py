@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from repro.experiment import config_section
+from repro.measure.experiment import config_section
 from repro.loc.counter import COUNTER_VERSION, LineCounts, count_definitions, count_file
 from repro.loc.sources import PROJECT_ROOT
 
@@ -36,7 +36,7 @@ def run(cfg):
     sources = loc.get("sources")
     sources = Path(sources).expanduser().resolve() if sources else None
     if sources is not None and not sources.is_dir():
-        from repro.validate import ConfigError  # the harness prints these as one clear line
+        from repro.run.validate import ConfigError  # the harness prints these as one clear line
 
         raise ConfigError(f"loc.sources: {sources} is not a folder")
     table = build_table(loc["implementations"], sources, read_committed(out))

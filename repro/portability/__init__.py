@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from repro.experiment import config_section
+from repro.measure.experiment import config_section
 from repro.portability.child import MARKER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def settings_of(cfg) -> dict:
 def plan(settings: dict) -> list[dict]:
     """One job per (kernel, target), kernels in config order; `only_*` narrow the table."""
     from repro.portability.catalog import KERNELS
-    from repro.validate import ConfigError
+    from repro.run.validate import ConfigError
 
     kernels, targets = settings["kernels"], settings["targets"]
     only_k, only_t = settings.get("only_kernels") or list(kernels), settings.get("only_targets") or list(targets)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 
-from repro.report.claims import NOT_MEASURED, NOT_SUPPORTED, PARTLY, SUPPORTED, PartResult, status_counts
-from repro.report.load import Results
+from repro.report.load import Results, status_counts
+from repro.report.verdicts import NOT_MEASURED, NOT_SUPPORTED, PARTLY, SUPPORTED, PartResult
 
 FAIL_STATUSES = ("error", "failed", "fail", "incorrect", "timeout", "oom")
 

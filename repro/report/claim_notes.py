@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from repro.report.claims import statistic
+from repro.report.verdicts import statistic
 
 
 def as_list(value) -> list:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from repro.report.claims import (NOT_MEASURED, NOT_SUPPORTED, PARTLY, SUPPORTED, PartResult, combine,
-                                 grade, select_rows, statistic, status_counts)
+from repro.report.claim_checks import builds_part, runs_part
 from repro.report.claim_notes import as_list, label_of, context_lines, coverage_lines, rule_text
-from repro.report.load import Results
+from repro.report.load import Results, select_rows, status_counts
+from repro.report.verdicts import NOT_MEASURED, NOT_SUPPORTED, PARTLY, SUPPORTED, PartResult, combine, grade, statistic
 
 
 def filter_cases(rows: pd.DataFrame, where: str | None) -> pd.DataFrame:
@@ -174,7 +174,6 @@ def loc_ratio_part(part: dict, results: Results) -> PartResult:
 
 
 def evaluate_part(part: dict, results: Results, figures: dict, coverage: dict | None = None) -> PartResult:
-    from repro.report.claim_checks import builds_part, runs_part
 
     kind = part.get("kind")
     if kind == "speedup":

@@ -36,9 +36,9 @@ def plan_cases(experiment: str, hardware: str, config_dir: Path):
     try:
         from hydra import compose, initialize_config_dir
 
-        from repro.hardware import load_profile, profile_names
-        from repro.runner import plan
-        from repro.store import case_key
+        from repro.measure.hardware import load_profile, profile_names
+        from repro.run.plan import plan
+        from repro.results.store import case_key
 
         if hardware not in profile_names():
             return None
@@ -46,10 +46,8 @@ def plan_cases(experiment: str, hardware: str, config_dir: Path):
             cfg = compose(config_name="config", overrides=[f"experiment={experiment}", f"hardware={hardware}"])
         exp, backends, cases = plan(cfg)
         profile = load_profile(hardware)
-        unavailable = set(profile.get("backends_unavailable") or [])
-        # Only backends that can exist on this vendor's hardware count as planned here.
-        backends = [b for b in backends if profile.get("vendor") in exp.backend(b).vendors and b not in unavailable
-                    and exp.backend(b).timed]  # untimed ones are correctness references
+        # Only backends that can exist on this hardware count as planned; untimed ones are references.
+        backends = [b for b in backends if exp.backend(b).unavailable_on(profile) is None and exp.backend(b).timed]
         return backends, [dict(c) for c in cases], [case_key(c) for c in cases]
     except Exception:  # an unknown experiment, a config that needs a device: no plan, no claim of gaps
         return None
@@ -59,8 +57,8 @@ def coverage(results: Results, experiment: str, hardware: str, config_dir: Path)
     planned = plan_cases(experiment, hardware, config_dir)
     if planned is None:
         return None
-    from repro.report.load import parse_case
-    from repro.store import case_key
+    from repro.results.store import parse_case
+    from repro.results.store import case_key
 
     backends, cases, keys = planned
     rows = results.rows(experiment, hardware)
@@ -154,7 +152,7 @@ def missing_lines(cov: Coverage, order: list[str], prefer: list[str] = (),
         except Exception:
             keep = set(range(len(planned)))
         planned = [c for i, c in enumerate(planned) if i in keep]
-    from repro.store import case_key
+    from repro.results.store import case_key
 
     missing = [c for c in planned if case_key(c) not in cov.run]
     return len(planned), len(planned) - len(missing), describe(planned, missing, order, prefer)
@@ -162,8 +160,8 @@ def missing_lines(cov: Coverage, order: list[str], prefer: list[str] = (),
 
 def backend_gaps(results: Results, cov: Coverage) -> list[str]:
     """Per planned backend without a measurement in every run case: why, from the rows."""
-    from repro.report.load import parse_case
-    from repro.store import case_key
+    from repro.results.store import parse_case
+    from repro.results.store import case_key
 
     rows = results.rows(cov.experiment, cov.hardware)
     rows = rows[rows["status"] != "reported"] if not rows.empty else rows

@@ -8,11 +8,14 @@ Layout (the results contract):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
+
+from repro.results.store import parse_case
 
 MEASURED_STATUSES = ("ok", "incorrect", "skipped", "error", "oom", "timeout")
 NUMERIC_COLUMNS = ("median_ms", "p25_ms", "p75_ms", "tflops", "gbps", "peak_fraction", "rel_l2", "max_abs")
@@ -41,25 +44,6 @@ class Results:
         if frame is None:
             return pd.DataFrame()
         return frame if hardware is None else frame[frame["hardware"] == hardware]
-
-
-def parse_value(text: str):
-    """'128' -> 128, '0.5' -> 0.5, 'True' -> True, anything else stays text."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
-def parse_case(case: str) -> dict:
-    """The canonical `key=value,...` case string as a dict of Python scalars."""
-    pairs = (item.split("=", 1) for item in str(case).split(",") if "=" in item)
-    return {key.strip(): parse_value(value) for key, value in pairs}
 
 
 def _normalise(frame: pd.DataFrame, hardware: str, experiment: str) -> tuple[pd.DataFrame, list[str]]:
@@ -155,3 +139,18 @@ def load(root: str | Path) -> Results:
                 frame["csv"] = path.relative_to(root.parent).as_posix()
                 results.side[name] = frame
     return results
+
+
+def status_counts(rows: pd.DataFrame) -> str:
+    counts = rows["status"].value_counts().sort_index()
+    return ", ".join(f"{n} {status}" for status, n in counts.items()) or "no rows"
+
+
+def select_rows(frame: pd.DataFrame, patterns: dict) -> pd.DataFrame:
+    """Rows whose columns match every regex in `patterns` (a missing column matches nothing)."""
+    mask = pd.Series(True, index=frame.index)
+    for column, pattern in sorted(patterns.items()):
+        if column not in frame:
+            return frame.iloc[0:0]
+        mask &= frame[column].fillna("").astype(str).map(lambda text: re.search(pattern, text) is not None)
+    return frame[mask]

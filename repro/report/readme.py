@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from repro.report.claims import NOT_MEASURED, ClaimResult
+from repro.report.claims import ClaimResult
+from repro.report.verdicts import NOT_MEASURED
 from repro.report.coverage import backend_gaps, missing_lines
 from repro.report.environment import hardware_label
 from repro.report.figures import Figure

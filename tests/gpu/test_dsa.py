@@ -9,7 +9,7 @@ from experiments import _dsa
 from experiments.dsa_indexer import EXPERIMENT as indexer_exp
 from experiments.dsa_topk import EXPERIMENT as topk_exp
 from experiments.sparse_mla import EXPERIMENT as mla_exp
-from repro.gate import default_check, poison_outputs
+from repro.measure.gate import default_check, poison_outputs
 
 pytestmark = pytest.mark.gpu
 INDEXER_TOL = {"rel_l2": 1e-3, "max_abs_rel": 1e-3}

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from experiments.gemm import EXPERIMENT
-from repro.gate import default_check, poison_outputs
-from repro.timer import time_cuda
+from repro.measure.gate import default_check, poison_outputs
+from repro.measure.timer import time_cuda
 
 pytestmark = pytest.mark.gpu
 TOL = {"fp16": {"rel_l2": 2e-3, "max_abs_rel": 1e-2}, "bf16": {"rel_l2": 1e-2, "max_abs_rel": 5e-2}}

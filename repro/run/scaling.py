@@ -1,6 +1,6 @@
 """The same FlashAttention + GEMM sweep on 1 GPU and on N GPUs of one node: wall time and content.
 
-    python -m repro.scaling --gpus 2 [--quick] [--out results/scaling.csv]
+    python -m repro.run.scaling --gpus 2 [--quick] [--out results/scaling.csv]
 
 Each run is one Hydra multirun (joblib launcher, `shard=i/g` over g GPUs) into its own results
 folder, with fresh TileLang, Triton and schedule caches so that neither run inherits the
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro.devices import visible_gpus
-from repro.store import atomic_write_csv, read_results
+from repro.measure.devices import visible_gpus
+from repro.results.store import atomic_write_csv, read_results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ("gemm", "flash_attention")
 # Overrides shared by both experiments (`++` adds a key to the experiment that lacks it, unused there).
 SUBSETS = {
@@ -90,7 +90,7 @@ def record(out: Path, runs: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m repro.scaling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m repro.run.scaling", description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, default=2, help="the N of the N-GPU run (default 2)")
     parser.add_argument("--quick", action="store_true", help="a small subset (smoke check, minutes)")
     parser.add_argument("--out", default="results/scaling.csv")

@@ -11,17 +11,18 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from repro import manifest as mf
-from repro.experiment import Experiment, load_experiment
-from repro.hardware import detect_device, resolve_profile
-from repro.measure import measure
-from repro.shard import parse_shard, select, shard_label
-from repro.store import ResultsStore, case_key, part_files
-from repro.summary import print_summary
-from repro.validate import check_experiment_name, check_launcher, settings_of, validate
+from repro.results import manifest as mf
+from repro.measure.experiment import Experiment
+from repro.measure.hardware import detect_device, resolve_profile
+from repro.measure.case import measure
+from repro.run.plan import plan
+from repro.run.shard import parse_shard, shard_label
+from repro.results.store import ResultsStore, case_key, part_files
+from repro.results.summary import print_summary
+from repro.run.validate import check_launcher, settings_of
 
-ROOT = Path(__file__).resolve().parent.parent
-HARNESS_FILES = ["repro/gate.py", "repro/timer.py", "repro/measure.py"]
+ROOT = Path(__file__).resolve().parents[2]
+HARNESS_FILES = ["repro/measure/gate.py", "repro/measure/timer.py", "repro/measure/case.py"]
 # The self-test's stand-in for a hardware profile: no peaks, so no roofline fractions.
 CPU_PROFILE = {"name": "cpu", "vendor": "cpu", "peak_tflops": {}, "hbm_tbps": None}
 
@@ -61,14 +62,6 @@ def source_files(exp: Experiment) -> list[Path]:
     return files
 
 
-def plan(cfg: DictConfig):
-    """Everything that can be checked without a device: (experiment, backends, this shard's cases)."""
-    check_experiment_name(cfg.experiment)
-    exp = load_experiment(cfg.experiment)
-    backends, cases = validate(cfg, exp)
-    return exp, backends, select(cases, parse_shard(cfg.get("shard")), exp.flops)
-
-
 def _row(exp, case, backend, meta: dict, result: dict) -> dict:
     return {"experiment": exp.name, "case": case_key(case), "backend": backend, "run_id": meta["run_id"],
             "hardware": meta["hardware"], **case, "seed": meta["seed"], "code_hash": meta["code_hash"],
@@ -89,7 +82,7 @@ def run(cfg: DictConfig) -> int:
     exp, backends, cases = plan(cfg)
     job, device = current_job(), cfg.get("device", "cuda")
     if job.multirun:
-        from repro.devices import node_gpus
+        from repro.measure.devices import node_gpus
 
         check_launcher(job.launcher, len(node_gpus()) if device == "cuda" else 0)
     shard = parse_shard(cfg.get("shard"))
@@ -102,7 +95,7 @@ def run(cfg: DictConfig) -> int:
     if not cases:
         print(f"{label}no case falls in this shard; nothing to do")
         return 0
-    from repro.devices import exclusive_gpu
+    from repro.measure.devices import exclusive_gpu
 
     # Jobs that may share a node each take a GPU of their own (SLURM already gives them one).
     pin = device == "cuda" and (job.multirun or shard is not None) and "SLURM_JOB_ID" not in os.environ
@@ -122,7 +115,7 @@ def _open_store(cfg, exp, hw, run_id, job: Job, shard) -> ResultsStore:
 
 
 def _merge_now(root: Path, experiment: str, label: str) -> None:
-    from repro.merge import merge_all
+    from repro.run.merge import merge_all
 
     for line in merge_all(root, [experiment]).lines():
         print(f"{label}{line}")
@@ -154,7 +147,7 @@ def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str) 
     if store.path != store.main_path:
         if job.parallel:
             print(f"{label}rows in {store.path.as_posix()}; merged when the sweep ends "
-                  "(or by `python -m repro.merge`)")
+                  "(or by `python -m repro.run.merge`)")
         else:
             _merge_now(root, exp.name, label)
     return 0
@@ -180,10 +173,10 @@ def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda"
     """Measure each pending (case, backend): untrusted ones in a sandbox child, the rest here."""
     from tqdm import tqdm
 
-    from repro.isolate import Sandbox, isolated
+    from repro.run.isolate import Sandbox, isolated
 
     mode = settings["isolate"]
-    any_isolated = any(isolated(mode, b) for _, b in todo)
+    any_isolated = any(isolated(mode, exp.backend(b)) for _, b in todo)
     flusher = None
     with Sandbox(exp.name, settings, hw, device) if any_isolated else nullcontext() as sandbox:
         if exp.prepare and todo:
@@ -191,11 +184,11 @@ def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda"
         bar = tqdm(todo, desc=exp.name, unit="run", dynamic_ncols=True)
         for case, backend in bar:
             bar.set_postfix_str(f"{backend} {case_key(case)}"[:60])
-            if isolated(mode, backend):
+            if isolated(mode, exp.backend(backend)):
                 result = sandbox.measure(backend, case)
             else:
                 if flusher is None and device != "cpu" and settings["flush_l2"]:
-                    from repro.timer import L2Flusher
+                    from repro.measure.timer import L2Flusher
 
                     flusher = L2Flusher()
                 result = measure(exp, exp.backend(backend), case, settings, hw, flusher, device)

@@ -4,11 +4,24 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 Case = dict  # parameter name -> python scalar
+# The suite's dtype names (configs' `dtype`/`dtypes`, the results' `dtype` column) -> torch's.
+TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp8": "float8_e4m3fn"}
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, TORCH_DTYPES[name])
+
+
+def selected_dtypes(cfg) -> list[str]:
+    """`dtype=bf16` narrows the experiment's `dtypes` list to one."""
+    return [cfg.dtype] if cfg.get("dtype") is not None else list(cfg.dtypes)
 
 
 def needs_cuda() -> Optional[str]:
@@ -41,13 +54,26 @@ def needs_module(*modules: str) -> Callable[[], Optional[str]]:
 
 @dataclass(frozen=True)
 class Backend:
-    """One implementation of an operator. `build(case, inputs)` returns a zero-argument callable."""
+    """One implementation of an operator, and every fact about it: how to build it, whether it can
+    run here (`probe`, `vendors`), whether it is timed, and whether it is trusted to run in the
+    sweep's own process. `build(case, inputs)` returns a zero-argument callable."""
 
     name: str
     build: Callable[[Case, dict], Callable[[], Any]]
     probe: Callable[[], Optional[str]] = needs_cuda
     timed: bool = True  # False: correctness reference only, never timed as a contender
     vendors: Sequence[str] = ("nvidia",)
+    # PyTorch's own operators (and the vendor libraries behind them) are shipped and tested with
+    # PyTorch: `bench.isolate=auto` runs them in-process; everything else in a child process.
+    trusted: bool = False
+
+    def unavailable_on(self, hw: Mapping) -> Optional[str]:
+        """Why this backend cannot exist on a hardware profile (vendor, profile's exclusions), or None."""
+        if hw.get("vendor") not in self.vendors:
+            return f"not available on {hw.get('vendor')} hardware"
+        if self.name in (hw.get("backends_unavailable") or []):
+            return f"not available on {hw.get('name')}"
+        return None
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ imports) and is replaced after any failure, so a poisoned context never reaches 
 Children recompile their kernels from TileLang's and Triton's disk caches.
 
 Which backends run in a child (`bench.isolate`): true = all, false = none, auto = every backend
-but those in TRUSTED, i.e. kernels written here (TileLang, Triton) and third-party extensions
-(FlashAttention, FlashMLA, FlashInfer, DeepGEMM) are isolated; PyTorch's own operators run in
-the parent.
+not marked `trusted` on its `Backend`, i.e. kernels written here (TileLang, Triton) and third-party
+extensions (FlashAttention, FlashMLA, FlashInfer, DeepGEMM) are isolated; PyTorch's own operators
+run in the parent.
 """
 from __future__ import annotations
 
@@ -22,16 +22,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
-# PyTorch's own operators (cuBLAS / hipBLASLt through torch.matmul, SDPA, cuDNN, plain torch
-# references): shipped and tested with PyTorch, trusted not to bring the process down.
-TRUSTED = frozenset({"cublas", "hipblaslt", "sdpa_flash", "cudnn", "torch"})
 RESTART_AFTER = ("error", "oom", "timeout")  # a context that failed once is not trusted again
 
 
-def isolated(mode: Any, backend: str) -> bool:
-    return mode is True or (mode == "auto" and backend not in TRUSTED)
+def isolated(mode: Any, backend) -> bool:
+    """Whether `backend` (a `Backend`) is measured in a child under `bench.isolate=mode`."""
+    return mode is True or (mode == "auto" and not backend.trusted)
 
 
 def _failure_row(exc: BaseException) -> dict:
@@ -56,8 +54,8 @@ def _die_with_parent() -> None:
 
 def _serve(conn) -> None:
     """The child: set up from the first message, then measure what the parent sends until None."""
-    from repro.experiment import load_experiment
-    from repro.measure import measure
+    from repro.measure.experiment import load_experiment
+    from repro.measure.case import measure
 
     _die_with_parent()
     exp_name, settings, hw, device = conn.recv()
@@ -76,7 +74,7 @@ def _serve(conn) -> None:
                 result = {"status": "ok"}
             else:
                 if flusher is None and device != "cpu" and settings["flush_l2"]:
-                    from repro.timer import L2Flusher
+                    from repro.measure.timer import L2Flusher
 
                     flusher = L2Flusher()
                 backend, case = payload
@@ -109,7 +107,7 @@ class Sandbox:
         # multiprocessing spawn (inside a joblib or submitit worker its start method is theirs).
         ours, theirs = socket.socketpair()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen([sys.executable, "-m", "repro.isolate", str(theirs.fileno())],
+        self.proc = subprocess.Popen([sys.executable, "-m", "repro.run.isolate", str(theirs.fileno())],
                                      pass_fds=[theirs.fileno()], env=env)
         theirs.close()
         self.conn = Connection(ours.detach())

@@ -2,7 +2,7 @@
 
 Runs by itself at the end of a multirun (the `MergeResults` Hydra callback that the suite's
 launcher configs install) and at the end of a sharded single run; by hand after a killed sweep:
-    python -m repro.merge [--results results]
+    python -m repro.run.merge [--results results]
 Merging is idempotent: a (case, backend) keeps its newest row, so merging twice, or a part that
 was already merged, never duplicates a row. A damaged part is reported and left in place.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro.store import (PARTS, REQUIRED, StoreError, atomic_write_csv, locked, newest_rows, order_columns,
+from repro.results.store import (PARTS, REQUIRED, StoreError, atomic_write_csv, locked, newest_rows, order_columns,
                          part_files, read_results)
 
 
@@ -74,7 +74,7 @@ def merge_all(root: str | Path, experiments: list[str] | None = None) -> MergeRe
 
 try:
     from hydra.experimental.callback import Callback
-except ImportError:  # hydra is a dependency; this only keeps `python -m repro.merge` importable without it
+except ImportError:  # hydra is a dependency; this only keeps `python -m repro.run.merge` importable without it
     Callback = object
 
 
@@ -88,7 +88,7 @@ class MergeResults(Callback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m repro.merge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m repro.run.merge", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="the results folder (default: results)")
     parser.add_argument("--experiment", action="append", help="only this experiment (repeatable)")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """The results contract: results/<hardware>/<experiment>.csv, one row per (case, backend).
 
 Jobs that run beside others (a sharded or parallel sweep) each write their own part file,
-results/<hardware>/parts/<experiment>.<job>.csv, folded into the main file by repro/merge.py;
+results/<hardware>/parts/<experiment>.<job>.csv, folded into the main file by repro/run/merge.py;
 two processes never rewrite one CSV. Every write replaces its file atomically.
 """
 from __future__ import annotations
@@ -40,6 +40,25 @@ def case_key(params: Mapping) -> str:
         return str(v)
 
     return ",".join(f"{k}={fmt(params[k])}" for k in sorted(params))
+
+
+def parse_value(text: str):
+    """'128' -> 128, '0.5' -> 0.5, 'True' -> True, anything else stays text."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_case(case: str) -> dict:
+    """The canonical `key=value,...` case string as a dict of Python scalars."""
+    pairs = (item.split("=", 1) for item in str(case).split(",") if "=" in item)
+    return {key.strip(): parse_value(value) for key, value in pairs}
 
 
 def _umask() -> int:

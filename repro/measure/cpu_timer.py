@@ -1,6 +1,6 @@
 """A wall-clock timer for the CPU device, which only the harness self-test (experiment=selftest) uses.
 
-Every GPU measurement goes through repro/timer.py's device-event timer; this one exists so the
+Every GPU measurement goes through repro/measure/timer.py's device-event timer; this one exists so the
 CPU tests can drive the real runner, gate and isolation end to end on a machine without a GPU.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from repro.timer import Timing, rep_count, summarize
+from repro.measure.timer import Timing, rep_count, summarize
 
 
 def time_cpu(fn: Callable[[], object], *, warmup_ms: float = 25, rep_ms: float = 200, min_reps: int = 10,

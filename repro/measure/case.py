@@ -5,10 +5,10 @@ import math
 import traceback
 from typing import Any, Mapping
 
-from repro.cpu_timer import time_cpu
-from repro.experiment import Backend, Experiment
-from repro.gate import default_check, poison_allocator, poison_outputs
-from repro.timer import L2Flusher, time_cuda
+from repro.measure.cpu_timer import time_cpu
+from repro.measure.experiment import Backend, Experiment
+from repro.measure.gate import default_check, poison_allocator, poison_outputs
+from repro.measure.timer import L2Flusher, time_cuda
 
 
 def _tolerance(settings: Mapping, dtype: str) -> dict:
@@ -58,11 +58,7 @@ def _throughput(exp: Experiment, case: dict, ms: float, hw: Mapping) -> dict:
 def measure(exp: Experiment, backend: Backend, case: dict, settings: Mapping, hw: Mapping,
             flusher: L2Flusher | None = None, device: str = "cuda") -> dict[str, Any]:
     """Never raises for a backend's own failure: the row's status says what happened."""
-    reason = backend.probe()
-    if reason is None and hw.get("vendor") not in backend.vendors:
-        reason = f"not available on {hw.get('vendor')} hardware"
-    if reason is None and backend.name in hw.get("backends_unavailable", []):
-        reason = f"not available on {hw.get('name')}"
+    reason = backend.probe() or backend.unavailable_on(hw)
     if reason:
         return {"status": "skipped", "error": f"skipped: {reason}"}
     import torch

@@ -52,7 +52,7 @@ def compile_all(jobs: Sequence[Callable[[], object]], workers: int | None = None
 
 def pick_fastest(candidates: Sequence[K], runners: Sequence[Callable[[], object] | Exception]) -> K:
     """Time each compiled candidate briefly with the suite's timer; return the fastest."""
-    from repro.timer import time_cuda
+    from repro.measure.timer import time_cuda
 
     best, best_ms = None, float("inf")
     for cand, run in zip(candidates, runners):

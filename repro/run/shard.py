@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Optional
 
-from repro.store import case_key
+from repro.results.store import case_key
 
 SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 

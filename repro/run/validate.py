@@ -7,8 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from repro.experiment import Experiment, known_experiments
-from repro.hardware import profile_names
+from repro.measure.experiment import Experiment, known_experiments
+from repro.measure.hardware import profile_names
 
 
 class ConfigError(ValueError):
@@ -71,11 +71,6 @@ def check_dtypes(cfg: DictConfig) -> None:
         raise ConfigError(f"{key}: unsupported dtype {bad[0]!r} for this experiment; allowed: {', '.join(allowed)}")
 
 
-def selected_dtypes(cfg: DictConfig) -> list[str]:
-    """`dtype=bf16` narrows the experiment's `dtypes` list to one."""
-    return [cfg.dtype] if cfg.get("dtype") is not None else list(cfg.dtypes)
-
-
 def validate(cfg: DictConfig, exp: Experiment) -> tuple[list[str], list[dict]]:
     """Check the whole config; return (backends, cases). Raises ConfigError."""
     check_run_keys(cfg)
@@ -125,7 +120,7 @@ def _flag(cfg: DictConfig, key: str) -> None:
 
 def check_run_keys(cfg: DictConfig) -> None:
     """The top-level keys of a run: flags, run id, device, shard and where results go."""
-    from repro.shard import parse_shard
+    from repro.run.shard import parse_shard
 
     for key in ("redo", "dry_run"):
         _flag(cfg, key)

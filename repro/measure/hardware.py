@@ -7,7 +7,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from repro.experiment import CONFIG_DIR
+from repro.measure.experiment import CONFIG_DIR
 
 
 class HardwareError(RuntimeError):
