@@ -36,8 +36,14 @@ reproduce: setup  ## measure every experiment when a GPU is present, then regene
 	fi
 	$(MAKE) --no-print-directory paper
 
-measure: setup  ## run the experiments' sweeps (results/<hardware>/<experiment>.csv)
-	@for e in $(EXPERIMENTS); do $(PY) run.py experiment=$$e results_dir=$(RESULTS) || exit $$?; done
+measure: setup  ## run the experiments' sweeps on every visible GPU (results/<hardware>/<experiment>.csv)
+	@n=$$($(PY) -c "from repro.measure.devices import visible_gpus; print(len(visible_gpus()))"); \
+	for e in $(EXPERIMENTS); do \
+	  if [ "$$n" -gt 1 ]; then \
+	    shards=$$($(PY) -c "print(','.join(f'{i}/$$n' for i in range($$n)))"); \
+	    $(PY) run.py -m hydra/launcher=joblib experiment=$$e ++shard=$$shards results_dir=$(RESULTS) || exit $$?; \
+	  else $(PY) run.py experiment=$$e results_dir=$(RESULTS) || exit $$?; fi; \
+	done
 
 figures: setup  ## regenerate paper/figures from results/
 	$(PY) -m repro.report --results $(RESULTS) --out paper --figures-only

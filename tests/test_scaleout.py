@@ -199,3 +199,37 @@ def test_scaling_needs_the_gpus_it_names():
     res = subprocess.run([sys.executable, "-m", "repro.run.scaling", "--gpus", "2"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})
     assert res.returncode == 2 and "--gpus 2" in res.stderr
+
+
+def test_submitit_slurm_renders_one_gpu_job_array(tmp_path, monkeypatch):
+    """The sbatch script the slurm launcher would submit for a six-experiment sweep, rendered here."""
+    submitit = pytest.importorskip("submitit", reason="the `slurm` extra is not installed")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    sweep = "experiment=gemm,flash_attention,mla_decode,dsa_indexer,dsa_topk,sparse_mla"
+    jobs = list(OverridesParser.create().parse_overrides([sweep])[0].sweep_string_iterator())
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True,
+                      overrides=["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "experiment=gemm"])
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params.pop("_target_").endswith("SlurmLauncher")
+    params.pop("submitit_folder")
+    params.pop("max_num_timeout")
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path / "jobs")
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    executor._executor.parameters["map_count"] = len(jobs)  # what map_array sets for the sweep
+    script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit %t", "uid")
+    lines = set(script.splitlines())
+    assert len(jobs) == 6 and f"#SBATCH --array=0-{len(jobs) - 1}%{len(jobs)}" in lines
+    for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --time=240",
+                 "#SBATCH --cpus-per-task=16", "#SBATCH --ntasks-per-node=1"):
+        assert line in lines, (line, script)

@@ -1,11 +1,11 @@
 """The same FlashAttention + GEMM sweep on 1 GPU and on N GPUs of one node: wall time and content.
 
-    python -m repro.run.scaling --gpus 2 [--quick] [--out results/scaling.csv]
+    python -m repro.run.scaling --gpus 2 [--quick] [--out results/<hardware>/scaling.csv]
 
 Each run is one Hydra multirun (joblib launcher, `shard=i/g` over g GPUs) into its own results
 folder, with fresh TileLang, Triton and schedule caches so that neither run inherits the
 other's compiled kernels. The runs must agree in content: the same (case, backend) rows with
-the same statuses. Rows go to results/scaling.csv: gpus, wall_s, cases, rows, speedup, ...
+the same statuses. Rows go to results/<hardware>/scaling.csv: gpus, wall_s, cases, rows, speedup, ...
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.run.scaling", description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, default=2, help="the N of the N-GPU run (default 2)")
     parser.add_argument("--quick", action="store_true", help="a small subset (smoke check, minutes)")
-    parser.add_argument("--out", default="results/scaling.csv")
+    parser.add_argument("--out", help="default: results/<hardware>/scaling.csv")
     parser.add_argument("--work", help="keep the sweeps' results here (default: a temporary folder)")
     parser.add_argument("extra", nargs="*", help="further overrides for both sweeps, e.g. bench.isolate=auto")
     args = parser.parse_args(argv)
@@ -116,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             {"gpus": args.gpus, "wall_s": round(walln, 1),
              "cases": many[["experiment", "case"]].drop_duplicates().shape[0], "rows": len(many),
              "speedup": round(wall1 / walln, 2), "identical": not diff, **common}]
-    record(Path(args.out), runs)
+    out = Path(args.out or ROOT / "results" / hardware.split(",")[0] / "scaling.csv")
+    record(out, runs)
     print(f"[scaling] 1 GPU {wall1:.1f} s, {args.gpus} GPUs {walln:.1f} s: {wall1 / walln:.2f}x; "
-          f"{len(one)} rows, content {'identical' if not diff else 'DIFFERS'}; written to {args.out}")
+          f"{len(one)} rows, content {'identical' if not diff else 'DIFFERS'}; written to {out}")
     for line in diff[:20]:
         print(f"  {line}")
     return 0 if not diff else 1
