@@ -7,8 +7,12 @@ TORCH_SPEC ?= torch>=2.11,<=2.14.1
 EXPERIMENTS ?= membw gemm flash_attention mla_decode dsa_indexer dsa_topk sparse_mla
 RESULTS ?= results
 LATEXMK ?= latexmk
+# `make reproduce` on a GPU builds the baselines first; BASELINES=0 skips that.
+BASELINES ?= 1
+# Extra key=value overrides for python -m repro.baselines (e.g. sources_dir=third_party only=[fa3]).
+BASELINES_ARGS ?=
 
-.PHONY: help setup test test-gpu reproduce measure figures paper loc portability scaling clean
+.PHONY: help setup test test-gpu baselines reproduce measure figures paper loc portability scaling clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,8 +32,15 @@ test: setup  ## CPU tests (GPU tests are skipped without a device)
 test-gpu: setup  ## only the GPU tests (needs a CUDA device)
 	$(PY) -m pytest -q -m gpu tests/gpu
 
-reproduce: setup  ## measure every experiment when a GPU is present, then regenerate the paper
+baselines: setup  ## fetch and build the pinned comparators (FA2, FA3, FlashMLA, TileLang's examples, ...) into the cache
+	$(PY) -m repro.baselines $(BASELINES_ARGS)
+
+reproduce: setup  ## on a GPU: make baselines (unless BASELINES=0), measure every experiment; then regenerate the paper
 	@if $(PY) -c "import sys; from repro.measure.hardware import detect_device; sys.exit(detect_device() is None)"; then \
+	  if [ "$(BASELINES)" != 0 ]; then \
+	    $(PY) -m repro.baselines --estimate $(BASELINES_ARGS) && echo "(BASELINES=0 skips this step)"; \
+	    $(MAKE) --no-print-directory baselines || echo "some baselines failed to build (above): their rows will be skipped"; \
+	  fi; \
 	  $(MAKE) --no-print-directory measure; \
 	else \
 	  echo "No GPU here: regenerating tables, figures and the ledger from the committed $(RESULTS)/"; \

@@ -1,21 +1,25 @@
 """FlashAttention forward: TileLang vs FlashAttention-2/3, PyTorch SDPA (flash, cuDNN) and Triton.
 
-Layout BSHD: q [b, s_q, h, d], k/v [b, s_k, h_kv, d]; causal masks align bottom-right (query
-row r sees key c when c <= r + s_k - s_q), as flash_attn does.
+Layout BSHD: q [b, s_q, h, d], k [b, s_k, h_kv, d], v [b, s_k, h_kv, d_v]; causal masks align
+bottom-right (query row r sees key c when c <= r + s_k - s_q), as flash_attn does. d_v = d except
+head dim 192, whose V has 128 (DeepSeek's MLA prefill shape). Varlen cases (a `lengths` key: the
+sequences' lengths joined by "+", q and k alike) pack their sequences as flash_attn_varlen_func takes them:
+q [total, h, d] with cumulative lengths; the SDPA backends, which have no packed entry, run one
+call per sequence (as a user of them would).
 
-FLOPs = 4 * b * h * d * A, two GEMMs (QK^T and PV) of 2 flops per multiply-add over A visible
+FLOPs = 2 * b * h * (d + d_v) * A, two GEMMs (QK^T and PV) of 2 flops per multiply-add over A visible
 (query, key) pairs. A = s_q * s_k without a mask. With the causal mask A is the area of the
 visible region of the (query, key) plane: s_q * s_k - s_q^2 / 2 when s_q <= s_k (a trapezoid),
 s_k^2 / 2 when s_q > s_k. For s_q == s_k this is s^2 / 2, i.e. exactly the "halved" formula
 of the FlashAttention papers, so our TFLOPS compare with their published figures. (The exact
 count of unmasked pairs adds the diagonal, s_q / 2 more: under 0.1% from s = 512 on.)
 
-Bytes = (q + o) + (k + v) read or written once: 2 * b * d * (s_q * h + s_k * h_kv) * elem.
+Bytes = (q + o) + (k + v) read or written once: b * (d + d_v) * (s_q * h + s_k * h_kv) * elem.
+Varlen cases sum both over their sequences.
 The reference is fp32 math attention, chunked over batch, heads and query rows to fit memory.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 
 from experiments.vendor import FLASH_ATTENTION_BACKENDS
@@ -48,10 +52,13 @@ def _case(batch, heads, heads_kv, seq_q, seq_k, head_dim, causal, dtype) -> dict
 
 
 def cases(cfg) -> list[dict]:
-    """The FA3 grid (tokens = batch * seqlen, hidden = heads * head dim), GQA cases, long context."""
+    """The FA3 grid (tokens = batch * seqlen, hidden = heads * head dim), GQA cases, long context,
+    the MLA-prefill head dims (192/128) and packed variable-length batches."""
     from kernels.flash_attention import HEAD_DIMS
 
-    bad = [d for d in [*cfg.head_dims, cfg.gqa.head_dim] if d not in HEAD_DIMS]
+    mla, varlen = cfg.get("mla"), cfg.get("varlen")
+    dims = [*cfg.head_dims, cfg.gqa.head_dim, *([mla.head_dim] if mla else []), *(varlen.head_dims if varlen else [])]
+    bad = [d for d in dims if d not in HEAD_DIMS]
     if bad:
         raise ValueError(f"flash_attention: head dim {bad[0]} unsupported; supported: {HEAD_DIMS}")
     out = []
@@ -59,26 +66,35 @@ def cases(cfg) -> list[dict]:
         for d in cfg.head_dims:
             for s in cfg.seqlens:
                 for causal in cfg.causal:
-                    out.append(_case(_div(cfg.tokens, s, "tokens"), _div(cfg.hidden, d, "hidden"),
-                                     _div(cfg.hidden, d, "hidden"), s, s, d, causal, dtype))
+                    out.append(_case(_div(cfg.tokens, s, "seqlens", "tokens"), _div(cfg.hidden, d, "head_dims", "hidden"),
+                                     _div(cfg.hidden, d, "head_dims", "hidden"), s, s, d, causal, dtype))
         for heads, heads_kv in cfg.gqa.heads:
             for s in cfg.gqa.seqlens:
                 for causal in cfg.causal:
-                    out.append(_case(_div(cfg.tokens, s, "tokens"), heads, heads_kv, s, s,
+                    out.append(_case(_div(cfg.tokens, s, "gqa.seqlens", "tokens"), heads, heads_kv, s, s,
                                      cfg.gqa.head_dim, causal, dtype))
         for extra in cfg.get("extra_cases") or []:
             for causal in cfg.causal:
                 out.append(_case(extra.batch, extra.heads, extra.get("heads_kv", extra.heads), extra.seq_q,
                                  extra.get("seq_k", extra.seq_q), extra.head_dim, causal, dtype))
-    keys = [tuple(c.values()) for c in out]
+        for s in (mla.seqlens if mla else []):  # MLA prefill: 128 heads of 192 (q/k) and 128 (v)
+            for causal in cfg.causal:
+                out.append(_case(max(1, mla.tokens // s), mla.heads, mla.heads, s, s, mla.head_dim, causal, dtype))
+        for d in (varlen.head_dims if varlen else []):
+            for lengths in varlen.lengths:
+                for causal in cfg.causal:
+                    n = [int(x) for x in lengths]
+                    out.append({**_case(len(n), varlen.heads, varlen.heads_kv, max(n), max(n), d, causal, dtype),
+                                "lengths": "+".join(map(str, n))})
+    keys = [tuple(sorted(c.items())) for c in out]
     if len(set(keys)) != len(keys):
         raise ValueError("flash_attention: the config lists a case twice")
     return out
 
 
-def _div(total: int, part: int, what: str) -> int:
+def _div(total: int, part: int, key: str, total_key: str) -> int:
     if part <= 0 or total % part:
-        raise ValueError(f"flash_attention: {what}={total} is not a multiple of {part}")
+        raise ValueError(f"{key}: {part} does not divide {total_key}={total}")
     return total // part
 
 
@@ -89,6 +105,19 @@ def validate_case(case: dict) -> None:
         raise ValueError(f"flash_attention: dtype {case['dtype']} unsupported; allowed: {list(TORCH_DTYPES)}")
     validate(case["batch"], case["heads"], case["heads_kv"], case["seq_q"], case["seq_k"],
              case["head_dim"], TORCH_DTYPES[case["dtype"]])
+    if "lengths" in case and (len(seq_lengths(case)) != case["batch"] or min(seq_lengths(case)) < 1):
+        raise ValueError(f"flash_attention: lengths {case['lengths']!r} must list batch={case['batch']} positive lengths")
+
+
+def seq_lengths(case: dict) -> list[int]:
+    """A varlen case's sequence lengths (q and k alike); [] for a padded (BSHD) case."""
+    return [int(x) for x in str(case["lengths"]).split("+")] if "lengths" in case else []
+
+
+def head_dim_v(case: dict) -> int:
+    from kernels.flash_attention import V_HEAD_DIMS
+
+    return V_HEAD_DIMS.get(case["head_dim"], case["head_dim"])
 
 
 def make_inputs(case: dict, seed: int, device: str) -> dict:
@@ -96,15 +125,33 @@ def make_inputs(case: dict, seed: int, device: str) -> dict:
 
     g = torch.Generator(device=device).manual_seed(seed)
     dt = getattr(torch, TORCH_DTYPES[case["dtype"]])
-    b, d = case["batch"], case["head_dim"]
+    b, d, dv, lengths = case["batch"], case["head_dim"], head_dim_v(case), seq_lengths(case)
+    if lengths:  # packed: [total, heads, dim] with cumulative lengths
+        total, cu = sum(lengths), torch.tensor([0, *lengths], device=device).cumsum(0).to(torch.int32)
+        q = torch.randn(total, case["heads"], d, device=device, generator=g).to(dt)
+        k = torch.randn(total, case["heads_kv"], d, device=device, generator=g).to(dt)
+        v = torch.randn(total, case["heads_kv"], dv, device=device, generator=g).to(dt)
+        return {"q": q, "k": k, "v": v, "cu_seqlens": cu, "max_seqlen": max(lengths),
+                "out": q.new_empty(total, case["heads"], dv)}
     q = torch.randn(b, case["seq_q"], case["heads"], d, device=device, generator=g).to(dt)
     k = torch.randn(b, case["seq_k"], case["heads_kv"], d, device=device, generator=g).to(dt)
-    v = torch.randn(b, case["seq_k"], case["heads_kv"], d, device=device, generator=g).to(dt)
-    return {"q": q, "k": k, "v": v, "out": torch.empty_like(q)}
+    v = torch.randn(b, case["seq_k"], case["heads_kv"], dv, device=device, generator=g).to(dt)
+    return {"q": q, "k": k, "v": v, "out": q.new_empty(*q.shape[:3], dv)}
+
+
+def sequences(inputs: dict):
+    """(q, k, v) of each packed sequence as [1, len, heads, dim] views."""
+    cu = inputs["cu_seqlens"].tolist()
+    for a, e in zip(cu[:-1], cu[1:]):
+        yield tuple(inputs[n][a:e].unsqueeze(0) for n in ("q", "k", "v"))
 
 
 def reference(case: dict, inputs: dict):
     """fp32 softmax(q k^T / sqrt(d)) v, bottom-right causal; rows without a key give 0."""
+    if "cu_seqlens" in inputs:
+        import torch
+
+        return torch.cat([attention_reference(q, k, v, case["causal"])[0] for q, k, v in sequences(inputs)])
     return attention_reference(inputs["q"], inputs["k"], inputs["v"], case["causal"])
 
 
@@ -114,7 +161,7 @@ def attention_reference(q, k, v, causal: bool):
     b, s_q, h, d = q.shape
     s_k, h_kv = k.shape[1], k.shape[2]
     group = h // h_kv
-    out = torch.empty(b, s_q, h, d, device=q.device, dtype=torch.float32)
+    out = torch.empty(b, s_q, h, v.shape[3], device=q.device, dtype=torch.float32)
     rows = max(1, min(s_q, REF_CHUNK_ELEMS // max(1, group * s_k)))
     keys = torch.arange(s_k, device=q.device)
     for bi in range(b):
@@ -139,20 +186,34 @@ def visible_pairs(case: dict) -> float:
     return s_q * s_k - s_q * s_q / 2.0 if s_q <= s_k else s_k * s_k / 2.0
 
 
+def _per_sequence(case: dict) -> list[dict]:
+    """A varlen case as its sequences (batch 1 each); a padded case as itself."""
+    base = {k: v for k, v in case.items() if k != "lengths"}
+    return [{**base, "batch": 1, "seq_q": n, "seq_k": n} for n in seq_lengths(case)] or [base]
+
+
 def flops(case: dict) -> float:
-    return 4.0 * case["batch"] * case["heads"] * case["head_dim"] * visible_pairs(case)
+    dims = case["head_dim"] + head_dim_v(case)
+    return sum(2.0 * c["batch"] * c["heads"] * dims * visible_pairs(c) for c in _per_sequence(case))
 
 
 def bytes_moved(case: dict) -> float:
-    per_row = case["seq_q"] * case["heads"] + case["seq_k"] * case["heads_kv"]
-    return 2.0 * case["batch"] * case["head_dim"] * per_row * 2
+    dims = case["head_dim"] + head_dim_v(case)
+    return sum(c["batch"] * dims * (c["seq_q"] * c["heads"] + c["seq_k"] * c["heads_kv"]) * 2.0
+               for c in _per_sequence(case))
 
 
 def _knob_key(case: dict) -> str:
-    """Schedules are chosen per (head dim, causal, dtype) on each GPU, not per shape."""
+    """Schedules are chosen per (head dim, causal, dtype) on each GPU, not per shape; the key names
+    the candidate list too, so that a changed list is searched again."""
+    import hashlib
+
     import torch
 
-    return f"d={case['head_dim']},causal={case['causal']},{case['dtype']},{torch.cuda.get_device_name()}"
+    from kernels.flash_attention import CANDIDATES
+
+    cands = hashlib.sha256(repr(CANDIDATES[case["head_dim"]]).encode()).hexdigest()[:8]
+    return f"d={case['head_dim']},causal={case['causal']},{case['dtype']},{torch.cuda.get_device_name()},{cands}"
 
 
 def tilelang_knobs(case: dict):
@@ -164,14 +225,15 @@ def tilelang_knobs(case: dict):
 
 
 def prepare(cases_: list[dict], backends: list[str]) -> None:
-    """Search TileLang schedules before the sweep (REPRO_FA_SEARCH=0 keeps the table's)."""
-    if "tilelang" in backends and os.environ.get("REPRO_FA_SEARCH", "1") != "0":
-        search_schedules(cases_)
+    """Search TileLang schedules before the sweep (`search=false` keeps the table's)."""
+    if {"tilelang", "tilelang_dynamic"} & set(backends):
+        search_schedules([c for c in cases_ if "lengths" not in c])
 
 
 def search_schedules(cases_: list[dict]) -> None:
     """Per (head dim, causal, dtype): time every candidate on the group's case nearest to
-    seqlen 4k (MHA preferred), compiling all of them in parallel first; cache the fastest."""
+    seqlen 4k (MHA preferred), compiling all of them in parallel first; cache the fastest.
+    A candidate whose output strays from the table's schedule (the first) is not chosen."""
     import torch
 
     from kernels.flash_attention import CANDIDATES, compile_flash_attention
@@ -191,12 +253,30 @@ def search_schedules(cases_: list[dict]) -> None:
     for key, case in todo:
         cands = CANDIDATES[case["head_dim"]]
         inputs = make_inputs(case, 0, "cuda")
-        runners = [kern if isinstance(kern, Exception) else _runner(kern, inputs)
-                   for kern in kernels[at:at + len(cands)]]
+        runners = _screened([kern if isinstance(kern, Exception) else _runner(kern, inputs)
+                             for kern in kernels[at:at + len(cands)]])
         at += len(cands)
         cache.put(key, asdict(pick_fastest(cands, runners)))
         del inputs
         torch.cuda.empty_cache()
+
+
+def _screened(runners: list) -> list:
+    """Runners whose output matches the first one's (fp32 relative L2 error <= 1e-2), others as
+    exceptions: a fast but wrong schedule must not win the search."""
+    if isinstance(runners[0], Exception):
+        return runners
+    ref = runners[0]().float().clone()
+    out = [runners[0]]
+    for run in runners[1:]:
+        if not isinstance(run, Exception):
+            try:
+                err = ((run().float() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+                run = run if err <= 1e-2 else ValueError(f"output differs from the table's schedule ({err:.2e})")
+            except Exception as exc:  # a launch failure rules the candidate out
+                run = exc
+        out.append(run)
+    return out
 
 
 def _shape(case: dict) -> tuple:
@@ -214,16 +294,38 @@ def _runner(kernel, inputs: dict):
     return run
 
 
-def build_tilelang(case: dict, inputs: dict):
+def build_tilelang(case: dict, inputs: dict, knobs=None, dynamic: bool = False):
+    """The searched schedule (else the table's), compiled for this shape (or, `dynamic`, once for
+    every batch and sequence length). Varlen cases: the packed kernel."""
     from kernels.flash_attention import prepare as prepare_kernel
 
+    if "cu_seqlens" in inputs:
+        from kernels.flash_attention_varlen import prepare_varlen
+
+        cu = inputs["cu_seqlens"]
+        return prepare_varlen(inputs["q"], inputs["k"], inputs["v"], cu, cu, inputs["max_seqlen"], case["causal"],
+                              out=inputs["out"])
     return prepare_kernel(inputs["q"], inputs["k"], inputs["v"], case["causal"],
-                          knobs=tilelang_knobs(case), out=inputs["out"])
+                          knobs=knobs or tilelang_knobs(case), out=inputs["out"], dynamic=dynamic)
+
+
+def build_tilelang_dynamic(case: dict, inputs: dict):
+    """`tilelang` with batch and sequence lengths as run-time values: one kernel for all shapes."""
+    return build_tilelang(case, inputs, dynamic=True)
+
+
+def build_tilelang_serial(case: dict, inputs: dict):
+    """`tilelang` pinned to the suite's first schedule (the table's serial one), for comparison."""
+    from kernels.flash_attention import tuned_knobs
+
+    return build_tilelang(case, inputs, knobs=tuned_knobs(case["head_dim"]))
 
 
 def build_triton(case: dict, inputs: dict):
     from kernels.triton.flash_attention import prepare as prepare_kernel
 
+    if "cu_seqlens" in inputs:
+        raise NotImplementedError("triton: this kernel has no packed variable-length entry")
     fn = prepare_kernel(inputs["q"], inputs["k"], inputs["v"], case["causal"], out=inputs["out"])
     fn()  # autotunes here, outside the timed region
     return fn
@@ -233,16 +335,23 @@ def build_fa2(case: dict, inputs: dict):
     from flash_attn import flash_attn_func
 
     q, k, v, causal = inputs["q"], inputs["k"], inputs["v"], case["causal"]
+    if "cu_seqlens" in inputs:
+        from flash_attn import flash_attn_varlen_func
+
+        cu, n = inputs["cu_seqlens"], inputs["max_seqlen"]
+        return lambda: flash_attn_varlen_func(q, k, v, cu, cu, n, n, causal=causal)
     return lambda: flash_attn_func(q, k, v, causal=causal)  # GQA and bottom-right causal natively
 
 
 def build_fa3(case: dict, inputs: dict):
-    from flash_attn_interface import flash_attn_func
+    from flash_attn_interface import flash_attn_func, flash_attn_varlen_func
 
     q, k, v, causal = inputs["q"], inputs["k"], inputs["v"], case["causal"]
+    cu, n = inputs.get("cu_seqlens"), inputs.get("max_seqlen")
 
     def run():
-        out = flash_attn_func(q, k, v, causal=causal)
+        out = (flash_attn_func(q, k, v, causal=causal) if cu is None
+               else flash_attn_varlen_func(q, k, v, cu, cu, n, n, causal=causal))
         return out[0] if isinstance(out, tuple) else out  # some versions return (out, lse)
 
     return run
@@ -270,6 +379,12 @@ def _build_sdpa(case: dict, inputs: dict, backend):
     from torch.nn.attention import sdpa_kernel
     from torch.nn.attention.bias import causal_lower_right
 
+    if "cu_seqlens" in inputs:  # no packed entry: one call per sequence
+        import torch
+
+        runs = [_build_sdpa({**case, "seq_q": q.shape[1], "seq_k": k.shape[1]}, {"q": q, "k": k, "v": v}, backend)
+                for q, k, v in sequences(inputs)]
+        return lambda: torch.cat([run()[0] for run in runs])
     q, k, v = (inputs[n].transpose(1, 2) for n in ("q", "k", "v"))
     kwargs = {}
     if case["causal"] and case["seq_q"] == case["seq_k"]:
@@ -310,7 +425,7 @@ def reported(cfg) -> list[dict]:
                 if tflops is None:
                     continue
                 case = _case(16384 // s, 2048 // d, 2048 // d, s, s, d, causal, "fp16")
-                rows.append({**case, "backend": backend, "tflops": float(tflops), "source": FA3_SOURCE})
+                rows.append({**case, "backend": f"{backend}_paper", "tflops": float(tflops), "source": FA3_SOURCE})
     return rows
 
 
@@ -323,6 +438,8 @@ EXPERIMENT = Experiment(
     bytes=bytes_moved,
     backends=[
         Backend("tilelang", build=build_tilelang, probe=needs_module("tilelang"), vendors=("nvidia", "amd")),
+        Backend("tilelang_dynamic", build=build_tilelang_dynamic, probe=needs_module("tilelang")),
+        Backend("tilelang_serial", build=build_tilelang_serial, probe=needs_module("tilelang")),
         Backend("triton", build=build_triton, probe=needs_module("triton"), vendors=("nvidia", "amd")),
         Backend("fa2", build=build_fa2, probe=needs_module("flash_attn")),
         Backend("sdpa_flash", build=build_sdpa_flash, vendors=("nvidia", "amd"), trusted=True),  # ROCm has a flash path too

@@ -6,16 +6,23 @@ page block 64, FlashMLA's layouts (see kernels/mla_decode.py).
 
 FLOPs = 2 * s_q * sum(s_k) * h_q * (d_qk + d_v)       (QK^T and PV, FlashMLA's formula)
 Bytes = elt * (sum(s_k) * d_qk + b * s_q * h_q * (d_qk + d_v))   (KV read once, q read, out written)
-The reference is fp32 attention over the gathered pages (out and natural-log LSE).
+The reference is fp32 attention over the gathered pages (out and natural-log LSE). The cache
+past each sequence's length (the tail of its last page, and spare pages that the block table's
+unused entries point at) is NaN, as in FlashMLA's test: a kernel that reads past a length fails.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
+from experiments import upstream
 from repro.measure.experiment import Backend, Experiment, TORCH_DTYPES, needs_module, selected_dtypes
+from repro.measure.tuning import KnobCache, compile_all, pick_fastest
 
 D_QK, D_V, PAGE = 576, 512, 64
-LENGTHS = ("equal", "varied", "one_long")
+SKEWED = ("varied", "one_long", "short", "over_page")
+# match_<x>: equal lengths with the batch and total tokens of lengths=<x> (for the skew cost ratio)
+LENGTHS = ("equal", *SKEWED, *(f"match_{x}" for x in SKEWED))
 LONG_SEQLEN = 65536  # the adversarial case: one sequence this long, the rest at `seqlen`
 
 
@@ -44,45 +51,62 @@ def validate_case(case: dict) -> None:
         raise ValueError(f"lengths={case['lengths']!r}: allowed {', '.join(LENGTHS)}")
     if case["batch"] < 1 or case["seqlen"] < case["s_q"]:
         raise ValueError(f"batch must be >= 1 and seqlen >= s_q; got {case['batch']}, {case['seqlen']}")
-    if case["dtype"] not in TORCH_DTYPES:
-        raise ValueError(f"dtype={case['dtype']!r}: allowed {', '.join(TORCH_DTYPES)}")
+    if case["dtype"] not in ("fp16", "bf16"):
+        raise ValueError(f"dtype={case['dtype']!r}: allowed fp16, bf16")
 
 
 def case_lengths(case: dict) -> list[int]:
     """Cache lengths, fixed per case (seeded by the case, not the trial), so flops() knows them.
 
     varied: FlashMLA's test draws max(normal(mean, mean/2), s_q); we cap at 3x the mean.
-    one_long: the first sequence is 64k, the rest `seqlen`.
+    one_long: the first sequence 64k, the rest `seqlen`. short: uniform in [s_q, seqlen].
+    over_page: uniform in [seqlen + 1, seqlen + 16] (just past a page boundary at seqlen 64).
+    match_<x>: the total of <x> spread equally (the first ones one token longer).
     """
     import torch
 
     b, mean, s_q = case["batch"], case["seqlen"], case["s_q"]
-    if case["lengths"] == "equal":
+    kind = case["lengths"]
+    if kind == "equal":
         return [mean] * b
-    if case["lengths"] == "one_long":
+    if kind.startswith("match_"):
+        total = sum(case_lengths({**case, "lengths": kind[len("match_"):]}))
+        return [total // b + (i < total % b) for i in range(b)]
+    if kind == "one_long":
         return [LONG_SEQLEN] + [mean] * (b - 1)
     g = torch.Generator().manual_seed(1000003 * b + mean + 7 * s_q + case["h_q"])
+    if kind == "short":
+        return torch.randint(s_q, mean + 1, (b,), generator=g).tolist()
+    if kind == "over_page":
+        return torch.randint(mean + 1, mean + 17, (b,), generator=g).tolist()
     drawn = torch.normal(float(mean), mean / 2, (b,), generator=g)
     return [int(min(max(x, s_q), 3 * mean)) for x in drawn.tolist()]
 
 
 def make_inputs(case: dict, seed: int, device: str) -> dict:
-    """Fresh q and cache per seed; pages of all sequences shuffled (block table not the identity)."""
+    """Fresh q and cache per seed; pages of all sequences shuffled (block table not the identity),
+    with spare pages. Every cache entry past a sequence's length is NaN, and so are the spare
+    pages, which the block table's unused entries name."""
     import torch
 
     lens = case_lengths(case)
     pages = [math.ceil(n / PAGE) for n in lens]
+    spare = max(1, len(lens) // 4)
     g = torch.Generator(device="cpu").manual_seed(seed)
-    perm = torch.randperm(sum(pages), generator=g, dtype=torch.int32)
-    table = torch.zeros(case["batch"], max(pages), dtype=torch.int32)  # unused slots name page 0
+    perm = torch.randperm(sum(pages) + spare, generator=g, dtype=torch.int32)
+    table = perm[sum(pages):][torch.randint(0, spare, (case["batch"], max(pages)), generator=g)]
     offsets = [0, *torch.tensor(pages).cumsum(0).tolist()]
     for i, n in enumerate(pages):
         table[i, :n] = perm[offsets[i]:offsets[i + 1]]
     dt = getattr(torch, TORCH_DTYPES[case["dtype"]])
     gd = torch.Generator(device=device).manual_seed(seed)
     q = torch.randn(case["batch"], case["s_q"], case["h_q"], D_QK, device=device, generator=gd).to(dt)
-    kv = torch.randn(sum(pages), PAGE, 1, D_QK, device=device, generator=gd).to(dt)
-    return {"q": q, "kv_cache": kv, "block_table": table.to(device),
+    kv = torch.randn(len(perm), PAGE, 1, D_QK, device=device, generator=gd).to(dt)
+    kv[perm[sum(pages):].long().to(device)] = float("nan")
+    for i, n in enumerate(lens):
+        if n % PAGE:
+            kv[int(table[i, pages[i] - 1]), n % PAGE:] = float("nan")
+    return {"q": q, "kv_cache": kv, "block_table": table.contiguous().to(device),
             "cache_seqlens": torch.tensor(lens, dtype=torch.int32, device=device)}
 
 
@@ -105,30 +129,87 @@ def _args(inputs: dict) -> tuple:
     return inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"]
 
 
-def _bound_kernel(module, knob_fn, case: dict, inputs: dict):
+def _bound_triton(case: dict, inputs: dict):
     """Check inputs and choose knobs once (one sync), so the timed call only launches."""
-    args = _args(inputs)
-    max_len = module.check_mla_inputs(*args)
-    b, s_q, h_q = case["batch"], case["s_q"], case["h_q"]
-    knobs = knob_fn(b, h_q, s_q, max_len, sum(case_lengths(case)))
-    module.mla_decode(*args, knobs=knobs, max_seqlen=max_len, check=False)  # compile outside fn
-    return lambda: module.mla_decode(*args, knobs=knobs, max_seqlen=max_len, check=False)
-
-
-def build_tilelang(case: dict, inputs: dict):
-    from kernels import mla_decode as tl_mla
-
-    dtype = TORCH_DTYPES[case["dtype"]]
-    return _bound_kernel(tl_mla, lambda b, h, s, m, t: tl_mla.choose_knobs(b, h, s, dtype, m, t), case, inputs)
-
-
-def build_triton(case: dict, inputs: dict):
     import torch
 
     from kernels.triton import mla_decode as tr_mla
 
+    args = _args(inputs)
+    max_len = tr_mla.check_mla_inputs(*args)
     sm = torch.cuda.get_device_properties(0).multi_processor_count
-    return _bound_kernel(tr_mla, lambda b, h, s, m, t: tr_mla.choose_triton_knobs(b, h, s, m, t, sm), case, inputs)
+    knobs = tr_mla.choose_triton_knobs(case["batch"], case["h_q"], case["s_q"], max_len, sum(case_lengths(case)), sm)
+    tr_mla.mla_decode(*args, knobs=knobs, max_seqlen=max_len, check=False)  # compile outside fn
+    return lambda: tr_mla.mla_decode(*args, knobs=knobs, max_seqlen=max_len, check=False)
+
+
+def _knob_key(case: dict) -> str:
+    """Schedules are searched per (h_q, s_q, dtype) on each GPU, not per length distribution."""
+    import torch
+
+    return f"h_q={case['h_q']},s_q={case['s_q']},{case['dtype']},{torch.cuda.get_device_name()}"
+
+
+def tilelang_knobs(case: dict):
+    """The schedule searched by `prepare` when cached, else the kernel's default table."""
+    from kernels.mla_decode import Knobs, default_knobs
+
+    found = KnobCache("mla_decode").get(_knob_key(case))
+    return Knobs(**found) if found else default_knobs(case["h_q"], case["s_q"])
+
+
+def prepare(cases_: list[dict], backends: list[str]) -> None:
+    """Search TileLang schedules before the sweep (`search=false` keeps the defaults)."""
+    if "tilelang" in backends:
+        search_schedules(cases_)
+
+
+def search_schedules(cases_: list[dict]) -> None:
+    """Per (h_q, s_q, dtype): time every candidate on the group's FlashMLA-grid case nearest to
+    8k equal lengths (the work plan makes the length distribution matter little), compiling
+    all candidates in parallel first; cache the fastest."""
+    import torch
+
+    from kernels import mla_decode as tl_mla
+    from kernels._compile import compile_kernel
+
+    cache, groups = KnobCache("mla_decode"), {}
+    for c in cases_:
+        key = _knob_key(c)
+        rank = (c["lengths"] != "equal", abs(c["seqlen"] - 8192) + abs(c["batch"] - 128))
+        if cache.get(key) is None and (key not in groups or rank < groups[key][0]):
+            groups[key] = (rank, c)
+    cands = tl_mla.CANDIDATES
+    jobs = [lambda c=c, k=k: compile_kernel(tl_mla.mla_decode_split_kv, c["h_q"], c["s_q"], TORCH_DTYPES[c["dtype"]],
+                                            D_QK ** -0.5, **k.builder_args())
+            for _, c in groups.values() for k in cands]
+    kernels = compile_all(jobs)
+    for n, (key, (_, case)) in enumerate(groups.items()):
+        inputs = make_inputs(case, 0, "cuda")
+        runners = [kern if isinstance(kern, Exception) else _tilelang_runner(case, inputs, k)
+                   for kern, k in zip(kernels[n * len(cands):(n + 1) * len(cands)], cands)]
+        cache.put(key, asdict(pick_fastest(cands, runners)))
+        del inputs
+        torch.cuda.empty_cache()
+
+
+def _tilelang_runner(case: dict, inputs: dict, knobs):
+    """Validate the inputs and make the work plan once (outside the timed call, as FlashMLA's
+    metadata is); the plan is validated like every other input."""
+    from kernels import mla_decode as tl_mla
+
+    args = _args(inputs)
+    plan = tl_mla.make_plan(inputs["cache_seqlens"], case["h_q"], case["s_q"], knobs)
+    tl_mla.mla_decode(*args, knobs=knobs, plan=plan, check=True)  # checks, and compiles outside fn
+    return lambda: tl_mla.mla_decode(*args, knobs=knobs, plan=plan, check=False)
+
+
+def build_tilelang(case: dict, inputs: dict):
+    return _tilelang_runner(case, inputs, tilelang_knobs(case))
+
+
+def build_triton(case: dict, inputs: dict):
+    return _bound_triton(case, inputs)
 
 
 def build_flash_mla(case: dict, inputs: dict):
@@ -169,6 +250,40 @@ def build_flashinfer(case: dict, inputs: dict):
     return run
 
 
+UPSTREAM_BLOCK_N = 64  # the example's KV tile (its main()'s block_N); it masks no partial tile
+
+
+def upstream_supports(case: dict):
+    """The cases TileLang's published MLA decode (example_mla_decode.py) implements: fp16 (the
+    Backend's dtypes), one query token, one cache length for the whole batch (its KV is a plain
+    [batch, seqlen, 1, d] tensor), a multiple of its KV tile. None, or why not."""
+    if case["s_q"] != 1:
+        return "the example decodes one query token per sequence (s_q 1)"
+    lens = case_lengths(case)
+    if len(set(lens)) > 1:
+        return "the example takes one cache length for the whole batch (lengths=equal)"
+    if lens[0] % UPSTREAM_BLOCK_N:
+        return f"the example masks no partial KV tile: length {lens[0]} is not a multiple of {UPSTREAM_BLOCK_N}"
+    return None
+
+
+def build_tilelang_upstream(case: dict, inputs: dict):
+    """TileLang's published MLA decode at its main()'s schedule (block_N 64, block_H min(64, h_q),
+    no KV split). Its KV is one [batch, seqlen, 1, d] tensor, latent and rope parts apart, and so
+    is q: the pages are gathered and split here, outside the timed call (as FlashInfer's layouts
+    are). It returns no LSE: the gate compares the output only and says so in the row."""
+    q, kv_cache, table, _ = _args(inputs)
+    b, h, s = case["batch"], case["h_q"], case_lengths(case)[0]
+    kv = kv_cache[table[:, :math.ceil(s / PAGE)].long()].reshape(b, -1, 1, D_QK)[:, :s]
+    k_nope, k_pe = kv[..., :D_V].contiguous(), kv[..., D_V:].contiguous()
+    del kv
+    q_nope, q_pe = q[:, 0, :, :D_V].contiguous(), q[:, 0, :, D_V:].contiguous()
+    kernel = upstream.example(upstream.MLA_DECODE).flashattn(
+        b, h, 1, s, D_V, D_QK - D_V, UPSTREAM_BLOCK_N, min(64, h), 1, D_QK ** -0.5)  # compiles (cached)
+    lse = upstream.NotReturned("lse: TileLang's example_mla_decode.py returns the output only")
+    return lambda: (kernel(q_nope, q_pe, k_nope, k_pe).unsqueeze(1), lse)  # [b, 1, h_q, d_v]
+
+
 def build_torch(case: dict, inputs: dict):
     return lambda: reference(case, inputs)
 
@@ -177,7 +292,7 @@ def reported(cfg) -> list[dict]:
     """FlashMLA's published H800 SXM5 figures (README), at its benchmark grid's largest shapes."""
     src = "deepseek-ai/FlashMLA README"
     base = {"grid": "flashmla", "batch": 128, "seqlen": 16384, "lengths": "equal", "dtype": "bf16",
-            "backend": "flash_mla"}
+            "backend": "flash_mla_paper"}
     return [
         {**base, "h_q": 16, "s_q": 1, "gbps": 3000.0,
          "source": f"{src}, first release 2025-02: up to 3000 GB/s memory-bound, H800 SXM5"},
@@ -197,13 +312,18 @@ EXPERIMENT = Experiment(
     bytes=bytes_moved,
     backends=[
         Backend("tilelang", build=build_tilelang, probe=needs_module("tilelang")),
-        Backend("flash_mla", build=build_flash_mla, probe=needs_module("flash_mla")),
-        Backend("flashinfer", build=build_flashinfer, probe=needs_module("flashinfer")),
+        Backend("flash_mla", build=build_flash_mla, probe=upstream.baseline_probe(
+            "flash_mla", "flash_mla", attrs=("flash_mla_with_kvcache", "get_mla_metadata"), capability=(9, 10))),
+        Backend("flashinfer", build=build_flashinfer, probe=upstream.baseline_probe(
+            "flashinfer", "flashinfer.mla", attrs=("BatchMLAPagedAttentionWrapper",))),
+        Backend("tilelang_upstream", build=build_tilelang_upstream, probe=upstream.upstream_probe(upstream.MLA_DECODE),
+                dtypes=("fp16",), supports=upstream_supports),
         Backend("triton", build=build_triton, probe=needs_module("triton")),
         Backend("torch", build=build_torch, timed=False, trusted=True),
     ],
     baseline="flash_mla",
     validate_case=validate_case,
     reported=reported,
+    prepare=prepare,
     sources=("kernels/mla_decode.py", "kernels/mla_common.py", "kernels/triton/mla_decode.py"),
 )

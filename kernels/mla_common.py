@@ -67,6 +67,41 @@ def _check_lengths(kv_cache, block_table, cache_seqlens, s_q: int) -> int:
     return hi
 
 
+def check_mla_plan(plan, seq_slot, cache_seqlens, block_N: int) -> None:
+    """Raise ValueError unless the work plan covers every KV block of every sequence exactly once.
+
+    plan int32 [parts, 5]: (first sequence, its first block, last sequence, its end block
+    (exclusive), slot of the first piece); seq_slot int32 [b + 1]: sequence b's pieces use slots
+    seq_slot[b] .. seq_slot[b + 1] - 1, in order. An idle unit has last sequence < first.
+    """
+    b = int(cache_seqlens.shape[0])
+    if plan.dim() != 2 or plan.shape[1] != 5 or str(plan.dtype) != "torch.int32" or not plan.is_contiguous():
+        raise ValueError(f"plan must be contiguous int32 [parts, 5]; got {plan.dtype} {tuple(plan.shape)}")
+    if tuple(seq_slot.shape) != (b + 1,) or str(seq_slot.dtype) != "torch.int32":
+        raise ValueError(f"seq_slot must be int32 [{b + 1}]; got {seq_slot.dtype} {tuple(seq_slot.shape)}")
+    if plan.device != cache_seqlens.device or seq_slot.device != cache_seqlens.device:
+        raise ValueError("plan and seq_slot must be on the lengths' device")
+    blocks = [math.ceil(int(n) / block_N) for n in cache_seqlens.cpu()]
+    slots, covered = seq_slot.cpu().tolist(), [[] for _ in range(b)]
+    for p, (b0, k0, b1, k1, slot0) in enumerate(plan.cpu().tolist()):
+        if b1 < b0:
+            continue
+        if not (0 <= b0 < b and b1 < b and 0 <= k0 < blocks[b0] and 0 < k1 <= blocks[b1]):
+            raise ValueError(f"plan unit {p} {(b0, k0, b1, k1)} is outside the batch's blocks")
+        for s in range(b0, b1 + 1):
+            lo, hi = (k0 if s == b0 else 0), (k1 if s == b1 else blocks[s])
+            slot = slot0 if s == b0 else slots[s]
+            if lo >= hi or not slots[s] <= slot < slots[s + 1] or slot != slots[s] + len(covered[s]):
+                raise ValueError(f"plan unit {p}: piece of sequence {s} {(lo, hi)} has slot {slot}")
+            covered[s].append((lo, hi))
+    for s, pieces in enumerate(covered):
+        ends = [0] + [hi for _, hi in pieces]
+        if [lo for lo, _ in pieces] != ends[:-1] or ends[-1] != blocks[s] or len(pieces) != slots[s + 1] - slots[s]:
+            raise ValueError(f"plan does not cover sequence {s}'s {blocks[s]} blocks once, in order: {pieces}")
+    if slots[0] != 0:
+        raise ValueError("seq_slot must start at 0")
+
+
 def chunk_blocks(max_seqlen: int, block_N: int, num_splits: int) -> int:
     """KV blocks per split so that num_splits splits cover the longest sequence."""
     return max(1, math.ceil(math.ceil(max_seqlen / block_N) / num_splits))
@@ -88,9 +123,12 @@ def pick_num_splits(batch: int, groups: int, max_blocks: int, total_blocks: int,
 
 
 def mla_decode_reference(q, kv_cache, block_table, cache_seqlens, softmax_scale=None,
-                         d_v: int = D_V):
+                         d_v: int = D_V, causal_shift: int = 0):
     """fp32 attention over the gathered pages; returns (out fp32 [b, s_q, h_q, d_v],
-    lse fp32 [b, h_q, s_q]). Sequences go in groups so the gathered keys stay near 1 GiB."""
+    lse fp32 [b, h_q, s_q]). Sequences go in groups so the gathered keys stay near 1 GiB.
+    Cache entries past a length are never read into the result (they may be NaN).
+    causal_shift != 0 lets each query see that many more (or fewer) keys: a deliberately wrong
+    reference, for tests that the gate catches an off-by-one."""
     import torch
 
     b, s_q, h_q, d = q.shape
@@ -106,8 +144,10 @@ def mla_decode_reference(q, kv_cache, block_table, cache_seqlens, softmax_scale=
     for start in range(0, b, step):
         pages = block_table[start:start + step, :n_pages].long().clamp_min(0)
         keys = kv_cache[pages].reshape(pages.shape[0], n_pages * PAGE, d)[:, :longest].float()
+        n = lens[start:start + step, None]
+        keys = keys.masked_fill((pos[None, :] >= n)[..., None], 0.0)
         scores = q[start:start + step].float().reshape(-1, rows, d) @ keys.transpose(1, 2) * scale
-        visible = lens[start:start + step, None] - s_q + 1 + token[None, :]
+        visible = n - s_q + 1 + token[None, :] + causal_shift
         scores.masked_fill_(pos[None, None, :] >= visible[:, :, None], float("-inf"))
         lses.append(torch.logsumexp(scores, dim=-1).view(-1, s_q, h_q).transpose(1, 2))
         outs.append((torch.softmax(scores, dim=-1) @ keys[..., :d_v]).view(-1, s_q, h_q, d_v))

@@ -3,8 +3,13 @@
 One latent KV head (576 = 512 latent + 64 rope columns; V is the first 512) is shared by all
 h_q query heads and all s_q new tokens, so the kernel folds (token, head) into one row axis of
 s_q * h_q rows (row = token * h_q + head) and runs flash attention over the cache with those rows
-as the M dimension of the tensor-core GEMMs. The cache is split into chunks of KV blocks (split-KV)
-so that small batches still fill the GPU; a second kernel merges the chunks by their LSE.
+as the M dimension of the tensor-core GEMMs.
+
+Work does not follow the length distribution: `mla_decode_plan` (run once per batch, outside the
+timed call, like FlashMLA's metadata) cuts the KV blocks of the whole batch into `parts` nearly
+equal units. CTA (g, p) walks unit p: the tail of one sequence, whole sequences, the head of the
+next. A sequence held by one unit is written straight to the output; one cut over several units
+leaves a partial O + log2-LSE per piece, merged by `mla_decode_combine`.
 
 Layouts (FlashMLA's): q [b, s_q, h_q, 576], kv_cache [num_pages, 64, 1, 576],
 block_table int32 [b, max_pages], cache_seqlens int32 [b]; out [b, s_q, h_q, 512],
@@ -14,40 +19,41 @@ lse fp32 [b, h_q, s_q] (natural log). Query token i of s_q sees cache positions
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from kernels._compile import compile_kernel
-from kernels.mla_common import D_PE, D_V, PAGE, check_mla_inputs, chunk_blocks, pick_num_splits
+from kernels.mla_common import D_PE, D_V, PAGE, check_mla_inputs, check_mla_plan
 
 D_QK = D_V + D_PE
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
+PLAN_FIELDS = 5  # per unit: first sequence, its first block, last sequence, its end block, first slot
 
 
 @dataclass(frozen=True)
 class Knobs:
-    """Schedule of the split-KV kernel; block_H must divide s_q * h_q, block_N divide 64."""
+    """Schedule. Rows go in tiles of min(64, s_q * h_q); threads=256 is two consumer
+    warpgroups, each owning half of the S tile's keys and 256 of the 512 V output columns
+    (TileLang adds a TMA producer warpgroup on Hopper; 128 suits 16/32-row tiles only). block_N
+    divides the 64-token page; stages is the K/V pipeline depth (TMA loads run that many blocks
+    ahead of the GEMMs); parts_per_sm is the number of work units per SM and row tile."""
 
-    block_H: int = 64
     block_N: int = 64
-    num_splits: int = 1
-    stages: int = 1
+    stages: int = 2
     threads: int = 256
+    parts_per_sm: int = 1
+
+    def builder_args(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "parts_per_sm"}
 
 
-def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_H, block_N, num_splits, stages, threads):
-    """Attention of one (row block, sequence, KV chunk) per CTA; partial O and log2-LSE out.
-
-    With num_splits == 1 it writes the final output and natural-log LSE [b, h_q, s_q] directly.
-    """
+def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads=256):
+    """Attention of one (row tile, work unit) per CTA over the plan's pieces of sequences."""
     import tilelang.language as T
 
-    rows, accum = s_q * h_q, "float32"
-    final = num_splits == 1
-    o_dtype = dtype if final else accum
+    rows, accum, block_H = s_q * h_q, "float32", min(64, s_q * h_q)
     scale = sm_scale * LOG2E  # scores go through exp2, so fold log2(e) into the scale
-    batch, num_tokens, max_pages = T.dynamic("batch num_tokens max_pages")
-    lse_shape = [batch, h_q, s_q] if final else [batch, num_splits, rows]
+    batch, num_tokens, max_pages, parts, slots = T.dynamic("batch num_tokens max_pages parts slots")
 
     @T.prim_func
     def split_kv(
@@ -55,11 +61,14 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_H, block_N, num_splits,
         KV: T.Tensor([num_tokens, D_QK], dtype),
         block_table: T.Tensor([batch, max_pages], "int32"),
         cache_seqlens: T.Tensor([batch], "int32"),
-        chunk: T.int32,  # KV blocks per split, the same for every sequence
-        O: T.Tensor([batch, num_splits, rows, D_V], o_dtype),
-        LSE: T.Tensor(lse_shape, accum),
+        plan: T.Tensor([parts, PLAN_FIELDS], "int32"),
+        seq_slot: T.Tensor([batch + 1], "int32"),  # sequence b's pieces: slots seq_slot[b]..[b+1]
+        O: T.Tensor([batch, rows, D_V], dtype),
+        LSE: T.Tensor([batch, h_q, s_q], accum),
+        O_part: T.Tensor([slots, rows, D_V], accum),
+        LSE_part: T.Tensor([slots, rows], accum),
     ):
-        with T.Kernel(rows // block_H, batch, num_splits, threads=threads) as (g, b, split):
+        with T.Kernel(rows // block_H, parts, threads=threads) as (g, p):
             Q_s = T.alloc_shared([block_H, D_V], dtype)
             Qpe_s = T.alloc_shared([block_H, D_PE], dtype)
             KV_s = T.alloc_shared([block_N, D_V], dtype)
@@ -73,70 +82,76 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_H, block_N, num_splits,
             row_sum = T.alloc_fragment([block_H], accum)
             l = T.alloc_fragment([block_H], accum)
 
-            seqlen = cache_seqlens[b]
-            n_blocks = T.ceildiv(seqlen, block_N)
-            first = split * chunk
-            n_iter = T.max(T.min(chunk, n_blocks - first), 0)
             r0 = g * block_H
-            T.copy(Q[b, r0:r0 + block_H, 0:D_V], Q_s)
-            T.copy(Q[b, r0:r0 + block_H, D_V:D_QK], Qpe_s)
-            T.fill(acc_o, 0)
-            T.fill(l, 0)
-            # A finite floor (not -inf) keeps exp2(m_prev - m) finite while a row has seen only
-            # masked keys; masked scores stay -inf and contribute exactly zero.
-            T.fill(m, -1e30)
+            for i in T.serial(plan[p, 2] - plan[p, 0] + 1):  # an idle unit has last < first
+                b = plan[p, 0] + i
+                seqlen = cache_seqlens[b]
+                n_blocks = T.ceildiv(seqlen, block_N)
+                lo = T.if_then_else(i == 0, plan[p, 1], 0)
+                hi = T.if_then_else(b == plan[p, 2], plan[p, 3], n_blocks)
+                T.copy(Q[b, r0:r0 + block_H, 0:D_V], Q_s)
+                T.copy(Q[b, r0:r0 + block_H, D_V:D_QK], Qpe_s)
+                T.fill(acc_o, 0)
+                T.fill(l, 0)
+                # A finite floor (not -inf) keeps exp2(m_prev - m) finite while a row has seen
+                # only masked keys; masked scores stay -inf and contribute exactly zero.
+                T.fill(m, -1e30)
+                for it in T.Pipelined(hi - lo, num_stages=stages):
+                    tok = block_table[b, (lo + it) * block_N // PAGE] * PAGE + (lo + it) * block_N % PAGE
+                    T.copy(KV[tok:tok + block_N, 0:D_V], KV_s)
+                    T.copy(KV[tok:tok + block_N, D_V:D_QK], Kpe_s)
+                    if lo + it == n_blocks - 1:  # cache rows past the length may hold anything (NaN)
+                        for j, d in T.Parallel(block_N, D_V):
+                            KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV_s[j, d], 0)
+                    T.gemm(Q_s, KV_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol, clear_accum=True)
+                    T.gemm(Qpe_s, Kpe_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol)
+                    if lo + it == n_blocks - 1:  # length and causal limits both fall in the last block
+                        for r, j in T.Parallel(block_H, block_N):
+                            S[r, j] = T.if_then_else((lo + it) * block_N + j < seqlen - s_q + 1 + (r0 + r) // h_q,
+                                                     S[r, j], -T.infinity(accum))
+                    T.copy(m, m_prev)
+                    T.reduce_max(S, m, dim=1, clear=False)
+                    for r in T.Parallel(block_H):
+                        alpha[r] = T.exp2((m_prev[r] - m[r]) * scale)
+                    for r, j in T.Parallel(block_H, block_N):
+                        S[r, j] = T.exp2(S[r, j] * scale - m[r] * scale)
+                    T.reduce_sum(S, row_sum, dim=1)
+                    for r in T.Parallel(block_H):
+                        l[r] = l[r] * alpha[r] + row_sum[r]
+                    T.copy(S, P_s)
+                    for r, d in T.Parallel(block_H, D_V):
+                        acc_o[r, d] *= alpha[r]
+                    T.gemm(P_s, KV_s, acc_o, policy=T.GemmWarpPolicy.FullCol)
 
-            for it in T.Pipelined(n_iter, num_stages=stages):
-                blk = first + it
-                tok = block_table[b, blk * block_N // PAGE] * PAGE + blk * block_N % PAGE
-                T.copy(KV[tok:tok + block_N, 0:D_V], KV_s)
-                T.copy(KV[tok:tok + block_N, D_V:D_QK], Kpe_s)
-                T.gemm(Q_s, KV_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol, clear_accum=True)
-                T.gemm(Qpe_s, Kpe_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol)
-                if blk == n_blocks - 1:  # length and causal limits both fall in the last block
-                    for i, j in T.Parallel(block_H, block_N):
-                        visible = seqlen - s_q + 1 + (r0 + i) // h_q
-                        S[i, j] = T.if_then_else(blk * block_N + j < visible, S[i, j], -T.infinity(accum))
-                T.copy(m, m_prev)
-                T.reduce_max(S, m, dim=1, clear=False)
-                for i in T.Parallel(block_H):
-                    alpha[i] = T.exp2((m_prev[i] - m[i]) * scale)
-                for i, j in T.Parallel(block_H, block_N):
-                    S[i, j] = T.exp2(S[i, j] * scale - m[i] * scale)
-                T.reduce_sum(S, row_sum, dim=1)
-                for i in T.Parallel(block_H):
-                    l[i] = l[i] * alpha[i] + row_sum[i]
-                T.copy(S, P_s)
-                for i, j in T.Parallel(block_H, D_V):
-                    acc_o[i, j] *= alpha[i]
-                T.gemm(P_s, KV_s, acc_o, policy=T.GemmWarpPolicy.FullCol)
-
-            # A row that saw no visible key here (empty chunk, or the first token of s_q = 2 in a
-            # chunk holding only the last position) has l = 0: O stays 0 and its LSE is -inf.
-            for i, j in T.Parallel(block_H, D_V):
-                acc_o[i, j] /= T.max(l[i], 1e-30)
-            if n_iter > 0:  # the combine skips empty chunks, so they write nothing
-                T.copy(acc_o, O[b, split, r0:r0 + block_H, :])
-            for i in T.Parallel(block_H):
-                if final:
-                    LSE[b, (r0 + i) % h_q, (r0 + i) // h_q] = (T.log2(l[i]) + m[i] * scale) * LN2
+                # A row that saw no visible key (s_q = 2: the first token in a piece holding only
+                # the last position) has l = 0: O stays 0 and its LSE is -inf.
+                for r, d in T.Parallel(block_H, D_V):
+                    acc_o[r, d] /= T.max(l[r], 1e-30)
+                if seq_slot[b + 1] - seq_slot[b] == 1:  # the whole sequence is here: final output
+                    T.copy(acc_o, O[b, r0:r0 + block_H, :])
+                    for r in T.Parallel(block_H):
+                        LSE[b, (r0 + r) % h_q, (r0 + r) // h_q] = (T.log2(l[r]) + m[r] * scale) * LN2
                 else:
-                    LSE[b, split, r0 + i] = T.log2(l[i]) + m[i] * scale
+                    slot = T.if_then_else(i == 0, plan[p, 4], seq_slot[b])
+                    T.copy(acc_o, O_part[slot, r0:r0 + block_H, :])
+                    for r in T.Parallel(block_H):
+                        LSE_part[slot, r0 + r] = T.log2(l[r]) + m[r] * scale
 
     return split_kv
 
 
-def mla_decode_combine(h_q, s_q, dtype, num_splits, threads=128):
-    """Merge the chunks of one (sequence, row) by their log2-LSE into O and natural-log LSE."""
+def mla_decode_combine(h_q, s_q, dtype, threads=128):
+    """Merge the pieces of each cut sequence by their log2-LSE into O and natural-log LSE."""
     import tilelang.language as T
 
     rows, accum = s_q * h_q, "float32"
-    batch = T.dynamic("batch")
+    batch, slots = T.dynamic("batch slots")
 
     @T.prim_func
     def combine(
-        O_part: T.Tensor([batch, num_splits, rows, D_V], accum),
-        LSE_part: T.Tensor([batch, num_splits, rows], accum),
+        seq_slot: T.Tensor([batch + 1], "int32"),
+        O_part: T.Tensor([slots, rows, D_V], accum),
+        LSE_part: T.Tensor([slots, rows], accum),
         O: T.Tensor([batch, rows, D_V], dtype),
         LSE: T.Tensor([batch, h_q, s_q], accum),
     ):
@@ -144,24 +159,60 @@ def mla_decode_combine(h_q, s_q, dtype, num_splits, threads=128):
             acc = T.alloc_fragment([D_V], accum)
             lse_max = T.alloc_local([1], accum)
             total = T.alloc_local([1], accum)
-            weight = T.alloc_local([1], accum)
-            lse_max[0] = -T.infinity(accum)
-            for s in T.serial(num_splits):
-                lse_max[0] = T.max(lse_max[0], LSE_part[b, s, r])
-            total[0] = 0
-            for s in T.serial(num_splits):
-                total[0] += T.exp2(LSE_part[b, s, r] - lse_max[0])
-            T.clear(acc)
-            for s in T.serial(num_splits):
-                if LSE_part[b, s, r] > -T.infinity(accum):  # empty chunks wrote no output
-                    weight[0] = T.exp2(LSE_part[b, s, r] - lse_max[0]) / total[0]
+            first, n = seq_slot[b], seq_slot[b + 1] - seq_slot[b]
+            if n > 1:  # a sequence with one piece was written by the split kernel
+                lse_max[0] = -T.infinity(accum)
+                for s in T.serial(n):
+                    lse_max[0] = T.max(lse_max[0], LSE_part[first + s, r])
+                total[0] = 0
+                for s in T.serial(n):
+                    total[0] += T.exp2(LSE_part[first + s, r] - lse_max[0])
+                T.clear(acc)
+                for s in T.serial(n):
                     for j in T.Parallel(D_V):
-                        acc[j] += O_part[b, s, r, j] * weight[0]
-            for j in T.Parallel(D_V):
-                O[b, r, j] = acc[j]
-            LSE[b, r % h_q, r // h_q] = (T.log2(total[0]) + lse_max[0]) * LN2
+                        acc[j] += O_part[first + s, r, j] * (T.exp2(LSE_part[first + s, r] - lse_max[0]) / total[0])
+                for j in T.Parallel(D_V):
+                    O[b, r, j] = acc[j]
+                LSE[b, r % h_q, r // h_q] = (T.log2(total[0]) + lse_max[0]) * LN2
 
     return combine
+
+
+def mla_decode_plan(lengths, block_N, parts, overhead=2):
+    """Cut the batch's KV blocks into `parts` units of nearly equal cost, in order.
+
+    A piece of a sequence costs its blocks plus `overhead` (loading Q, writing O), so a unit
+    takes a run of short sequences or a share of a long one. Returns (plan int32 [parts, 5]:
+    first sequence, first block, last sequence, end block (exclusive), slot of its first piece;
+    seq_slot int32 [b + 1]: sequence b's pieces hold slots seq_slot[b] .. seq_slot[b + 1] - 1).
+    """
+    import torch
+
+    blocks = [max(1, math.ceil(int(n) / block_N)) for n in lengths]
+    # Each unit may stop up to `overhead` short of its quota, so the quota carries that slack.
+    quota = math.ceil((sum(blocks) + overhead * len(blocks)) / parts) + overhead
+    units, pieces, b, k = [], [0] * len(blocks), 0, 0
+    for _ in range(parts):
+        if b == len(blocks):
+            units.append((0, 0, -1, 0, 0))  # idle: no sequence
+            continue
+        start, budget = (b, k, pieces[b]), quota
+        while b < len(blocks):
+            if budget >= blocks[b] - k + overhead:  # the rest of sequence b fits
+                pieces[b] += 1
+                end, budget, b, k = (b, blocks[b]), budget - (blocks[b] - k + overhead), b + 1, 0
+                continue
+            if budget > overhead:  # a share of it
+                pieces[b] += 1
+                k += budget - overhead
+                end = (b, k)
+            break
+        units.append((*start[:2], *end, start[2]))
+    seq_slot = [0]
+    for n in pieces:
+        seq_slot.append(seq_slot[-1] + n)
+    plan = torch.tensor([(b0, k0, b1, k1, seq_slot[b0] + j) for b0, k0, b1, k1, j in units], dtype=torch.int32)
+    return plan.view(parts, PLAN_FIELDS), torch.tensor(seq_slot, dtype=torch.int32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -173,55 +224,68 @@ def _sm_count() -> int:
     return 132  # H100 SXM, for compile-only use
 
 
-@functools.lru_cache(maxsize=512)
-def choose_knobs(batch: int, h_q: int, s_q: int, dtype: str, max_seqlen: int,
-                 total_seqlen: int | None = None) -> Knobs:
-    """Heuristic table (cached): 64-row tiles of (token, head) rows, 64-key blocks double-buffered
-    (231 KB of shared memory at block_H 64: the most that fits), splits from the work balance."""
-    rows = s_q * h_q
-    block_H = min(64, rows)
-    block_N = 64
-    total = total_seqlen if total_seqlen is not None else batch * max_seqlen
-    splits = pick_num_splits(batch, rows // block_H, math.ceil(max_seqlen / block_N),
-                             math.ceil(total / block_N), _sm_count())
-    return Knobs(block_H=block_H, block_N=block_N, num_splits=splits, stages=2, threads=256)
+def default_knobs(h_q: int, s_q: int) -> Knobs:
+    """The table used when no searched schedule is cached: 64-key blocks double-buffered (231 KB
+    of shared memory at 64 rows, the most that fits)."""
+    return Knobs(block_N=64, stages=2, threads=256, parts_per_sm=1)
+
+
+# What the suite's schedule search times per (h_q, s_q, dtype): few on purpose (each compiles).
+# 32-key blocks leave room for a third K/V stage; two units per SM let a second CTA's loads
+# overlap one CTA's epilogue and sequence switches.
+CANDIDATES = (Knobs(), Knobs(block_N=32, stages=3), Knobs(stages=1), Knobs(parts_per_sm=2))
+
+
+def num_parts(h_q: int, s_q: int, knobs: Knobs, sm_count: int | None = None) -> int:
+    """Work units so that (row tiles x units) CTAs fill the SMs parts_per_sm times."""
+    tiles = s_q * h_q // min(64, s_q * h_q)
+    return max(1, (sm_count or _sm_count()) * max(1, knobs.parts_per_sm) // tiles)
 
 
 def _torch_dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None):
+    """The work plan of a batch (on cache_seqlens' device): computed once per batch, like
+    FlashMLA's get_mla_metadata, and passed to every call that reuses those lengths."""
+    k = knobs or default_knobs(h_q, s_q)
+    plan, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N, num_parts(h_q, s_q, k))
+    return plan.to(cache_seqlens.device), seq_slot.to(cache_seqlens.device)
+
+
 def mla_decode(q, kv_cache, block_table, cache_seqlens, *, softmax_scale=None, knobs=None,
-               max_seqlen: int | None = None, check: bool = True):
+               plan=None, check: bool = True):
     """Paged MLA decode; returns (out [b, s_q, h_q, 512], lse fp32 [b, h_q, s_q], natural log).
 
-    check=True validates the inputs and reads the longest length (one device sync); the timed
-    path passes check=False with max_seqlen and knobs chosen once beforehand.
+    plan: (plan, seq_slot) from make_plan with the same knobs; computed here when absent.
+    check=True validates the inputs and the plan (device syncs); the timed path passes
+    check=False with knobs and plan made once beforehand.
     """
     import torch
 
-    if check:
-        max_seqlen = check_mla_inputs(q, kv_cache, block_table, cache_seqlens)
-    elif max_seqlen is None:
-        max_seqlen = int(cache_seqlens.max())
     b, s_q, h_q, d_qk = q.shape
+    k = knobs or default_knobs(h_q, s_q)
+    if check:
+        check_mla_inputs(q, kv_cache, block_table, cache_seqlens)
+    if plan is None:
+        plan = make_plan(cache_seqlens, h_q, s_q, k)
+    if check:
+        check_mla_plan(plan[0], plan[1], cache_seqlens, k.block_N)
+    if PAGE % k.block_N:
+        raise ValueError(f"block_N must divide the page size {PAGE}: {k}")
     rows, dtype = s_q * h_q, _torch_dtype_name(q.dtype)
-    k = knobs or choose_knobs(b, h_q, s_q, dtype, max_seqlen)
-    if rows % k.block_H or PAGE % k.block_N:
-        raise ValueError(f"block_H must divide s_q*h_q={rows} and block_N divide {PAGE}: {k}")
     scale = float(softmax_scale if softmax_scale is not None else d_qk ** -0.5)
-    split_kv = compile_kernel(mla_decode_split_kv, h_q, s_q, dtype, scale, k.block_H, k.block_N,
-                              k.num_splits, k.stages, k.threads)
-    chunk = chunk_blocks(max_seqlen, k.block_N, k.num_splits)
-    q_rows, kv_rows = q.view(b, rows, d_qk), kv_cache.view(-1, d_qk)
+    split_kv = compile_kernel(mla_decode_split_kv, h_q, s_q, dtype, scale, **k.builder_args())
+    combine = compile_kernel(mla_decode_combine, h_q, s_q, dtype)
+    sched, seq_slot = plan
+    slots = max(1, int(sched.shape[0]) + b)  # never more pieces than units + sequences
     out = torch.empty(b, s_q, h_q, D_V, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
-    if k.num_splits == 1:
-        split_kv(q_rows, kv_rows, block_table, cache_seqlens, chunk, out.view(b, 1, rows, D_V), lse)
-        return out, lse
-    o_part = torch.empty(b, k.num_splits, rows, D_V, dtype=torch.float32, device=q.device)
-    lse_part = torch.empty(b, k.num_splits, rows, dtype=torch.float32, device=q.device)
-    split_kv(q_rows, kv_rows, block_table, cache_seqlens, chunk, o_part, lse_part)
-    combine = compile_kernel(mla_decode_combine, h_q, s_q, dtype, k.num_splits)
-    combine(o_part, lse_part, out.view(b, rows, D_V), lse)
+    o_part = torch.empty(slots, rows, D_V, dtype=torch.float32, device=q.device)
+    lse_part = torch.empty(slots, rows, dtype=torch.float32, device=q.device)
+    out_rows = out.view(b, rows, D_V)
+    split_kv(q.view(b, rows, d_qk), kv_cache.view(-1, d_qk), block_table, cache_seqlens, sched, seq_slot,
+             out_rows, lse, o_part, lse_part)
+    combine(seq_slot, o_part, lse_part, out_rows, lse)
     return out, lse

@@ -19,7 +19,7 @@ def naive_attention(q, k, v, causal):
     """One query row at a time, straight from the definition (float64)."""
     b, s_q, h, d = q.shape
     s_k, group = k.shape[1], h // k.shape[2]
-    out = torch.zeros(b, s_q, h, d, dtype=torch.float64)
+    out = torch.zeros(b, s_q, h, v.shape[3], dtype=torch.float64)
     for bi, hi, r in ((bi, hi, r) for bi in range(b) for hi in range(h) for r in range(s_q)):
         n = min(s_k, r + s_k - s_q + 1) if causal else s_k
         if n <= 0:
@@ -102,7 +102,11 @@ def test_config_composes_into_the_fa3_grid():
     assert any(c["batch"] == 1 and c["seq_q"] == 32768 for c in cases)
     reported = exp.reported(compose_config("experiment=flash_attention"))
     keys = {tuple(sorted(c.items())) for c in cases}
-    assert {r["backend"] for r in reported} == {"fa2", "triton", "cudnn", "fa3"}
+    assert {r["backend"] for r in reported} == {"fa2_paper", "triton_paper", "cudnn_paper", "fa3_paper"}
+    mla = [c for c in cases if c["head_dim"] == 192]
+    assert {c["seq_q"] for c in mla} == {2048, 4096, 8192, 16384, 32768}
+    varlen = [c for c in cases if "lengths" in c]
+    assert varlen and all(1 in fa_exp.seq_lengths(c) and max(fa_exp.seq_lengths(c)) >= 4096 for c in varlen[:2])
     for r in reported:  # each reported row sits on a measured case
         params = {k: v for k, v in r.items() if k not in ("backend", "tflops", "source")}
         assert tuple(sorted(params.items())) in keys
@@ -142,3 +146,35 @@ def test_triton_kernel_in_the_interpreter():
     done = subprocess.run([sys.executable, "-c", TRITON_INTERPRETED], cwd=root, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+def test_mla_prefill_inputs_have_a_narrower_v():
+    case = {"batch": 1, "heads": 2, "heads_kv": 2, "seq_q": 5, "seq_k": 7, "head_dim": 192, "causal": True,
+            "dtype": "bf16"}
+    inputs = fa_exp.make_inputs(case, 0, "cpu")
+    assert inputs["v"].shape[-1] == 128 and inputs["out"].shape == (1, 5, 2, 128)
+    ref = fa_exp.reference(case, inputs)
+    assert ref.shape == (1, 5, 2, 128)
+    torch.testing.assert_close(ref.double(), naive_attention(inputs["q"], inputs["k"], inputs["v"], True),
+                               rtol=1e-4, atol=1e-5)
+    assert fa_exp.flops(case) == 2 * 2 * (192 + 128) * fa_exp.visible_pairs(case)
+
+
+def test_varlen_case_is_its_sequences():
+    lengths = [1, 6, 3]
+    case = {"batch": 3, "heads": 4, "heads_kv": 2, "seq_q": 6, "seq_k": 6, "head_dim": 16, "causal": True,
+            "dtype": "fp16", "lengths": "1+6+3"}
+    fa_exp.validate_case({**case, "head_dim": 64})
+    with pytest.raises(ValueError, match="lengths"):
+        fa_exp.validate_case({**case, "head_dim": 64, "lengths": "1+6"})
+    inputs = fa_exp.make_inputs(case, 1, "cpu")
+    assert inputs["q"].shape == (10, 4, 16) and inputs["cu_seqlens"].tolist() == [0, 1, 7, 10]
+    ref = fa_exp.reference(case, inputs)
+    at = 0
+    for n in lengths:  # each packed sequence is attention over itself alone
+        sl = slice(at, at + n)
+        want = naive_attention(inputs["q"][sl][None], inputs["k"][sl][None], inputs["v"][sl][None], True)[0]
+        torch.testing.assert_close(ref[sl].double(), want, rtol=1e-4, atol=1e-5)
+        at += n
+    per_seq = sum(fa_exp.flops({**case, "batch": 1, "seq_q": n, "seq_k": n, "lengths": str(n)}) for n in lengths)
+    assert fa_exp.flops(case) == per_seq == sum(4 * 4 * 16 * (n * n / 2) for n in lengths)

@@ -1,10 +1,22 @@
-"""The TileLang GEMM compiles for Hopper (sm_90a) with nvcc and no GPU, on odd shapes too."""
+"""The TileLang GEMMs compile for Hopper (sm_90a) with nvcc and no GPU: every algorithm of the
+search (large tiles, swapped small-M tiles, split-K with its reduction, the GEMV path, fp8 with
+per-tensor and per-block scales) on odd shapes too; the experiment's fp8 inputs and references."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from kernels._compile import HOPPER
-from kernels.gemm import CANDIDATES, GemmKnobs, compile_gemm, heuristic_knobs
+from kernels.gemm import (CANDIDATES, GemmKnobs, candidates, compile_gemm, compile_reduce, heuristic_knobs,
+                          split_for)
+from kernels.gemm_fp8 import compile_gemm_fp8, fp8_candidates
+from kernels.gemv import vector_width
+
+# One shape per algorithm; compiles are cached in-process (kernels._compile), so the few
+# variants below are each built once for the whole file.
+SWAPPED = GemmKnobs(block_M=8, block_N=128, block_K=128, num_stages=5, threads=128, swizzle_panel=0,
+                    split_k=3, swap=True)
+GEMV = GemmKnobs(block_M=1, block_N=64, block_K=4, num_stages=1, threads=256, swizzle_panel=0, algo="gemv")
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -15,9 +27,56 @@ def test_compiles_for_sm90a(dtype, shape):
     assert "wgmma" in src  # Hopper's warpgroup MMA, not the older mma.sync path
 
 
-def test_every_search_candidate_compiles():
+def test_every_large_candidate_compiles():
     for knobs in CANDIDATES:
         compile_gemm(4096, 4096, 4096, "fp16", knobs, target=HOPPER)
+
+
+def test_swapped_split_k_compiles_with_wgmma_and_ragged_edges():
+    src = compile_gemm(1, 7168, 18432, "bf16", SWAPPED, target=HOPPER).get_kernel_source()
+    assert "wgmma_ss<" in src and ", 64, 8, 16, true," in src  # 64 x 8 x 16, A (= B^T) transposed
+    ragged = compile_gemm(7, 3001, 4099, "bf16", SWAPPED, target=HOPPER).get_kernel_source()
+    assert "< 3001" in ragged  # columns past N are never stored
+    compile_reduce(7, 3001, 3, "bf16", target=HOPPER)
+
+
+def test_gemv_path_compiles_with_wide_loads():
+    src = compile_gemm(1, 7168, 18432, "bf16", GEMV, target=HOPPER).get_kernel_source()
+    assert "wgmma" not in src and "uint4" in src  # CUDA cores, 128-bit loads of B
+    compile_gemm(7, 3001, 1000, "fp16", GEMV, target=HOPPER)  # odd N: scalar loads, clamped
+
+
+@pytest.mark.parametrize("block_scaled", [False, True])
+def test_fp8_compiles_with_fp8_wgmma(block_scaled):
+    for shape in [(1, 7168, 18432), (4096, 4096, 4096)]:
+        knobs = fp8_candidates(*shape, block_scaled)[0]
+        src = compile_gemm_fp8(*shape, knobs, block_scaled, target=HOPPER).get_kernel_source()
+        assert "wgmma" in src and "e4m3" in src
+
+
+def test_candidates_per_shape_class():
+    decode = candidates(1, 7168, 18432)
+    assert any(k.algo == "gemv" for k in decode) and any(k.swap for k in decode)
+    assert any(k.split_k > 1 for k in decode)  # 7168 / 128 = 56 tiles for 132 SMs
+    assert all(k.block_M % 8 == 0 for k in decode if k.swap)
+    assert not any(k.algo == "gemv" for k in candidates(32, 7168, 18432))
+    assert not any(k.swap for k in candidates(256, 8192, 8192))
+    small_square = candidates(1024, 1024, 1024)
+    assert any(k.block_M * k.block_N <= 64 * 64 for k in small_square)  # 256 tiles
+    assert candidates(8192, 8192, 8192) == list(CANDIDATES)
+    for M, N, K in [(1, 7168, 18432), (64, 2112, 7168), (1000, 3001, 4099)]:
+        for k in candidates(M, N, K):
+            assert k.split_k >= 1 and len(set(candidates(M, N, K))) == len(candidates(M, N, K))
+
+
+def test_split_for():
+    assert split_for(56, 144) == 3  # 56 tiles: 3 splits fill 132 SMs; 144 steps divide by 3
+    assert split_for(200, 144) == 1  # enough tiles already
+    assert split_for(1, 8) == 2  # parts keep at least 4 steps
+
+
+def test_vector_width():
+    assert vector_width(7168) == 8 and vector_width(3001) == 1 and vector_width(4100) == 4
 
 
 def test_unsupported_dtype_is_refused():
@@ -26,8 +85,6 @@ def test_unsupported_dtype_is_refused():
 
 
 def test_reference_is_float64_product():
-    import torch
-
     from experiments.gemm import EXPERIMENT
 
     case = {"M": 33, "N": 17, "K": 65, "dtype": "bf16"}
@@ -38,3 +95,35 @@ def test_reference_is_float64_product():
                            for j in range(17)] for i in range(33)], dtype=torch.float64)
     assert torch.allclose(ref, naive, rtol=1e-12, atol=1e-12)
     assert inputs["a"].abs().sum() > 0  # never zeros
+
+
+@pytest.mark.parametrize("dtype", ["fp8", "fp8_block"])
+def test_fp8_inputs_and_dequantized_reference(dtype):
+    from experiments.gemm import EXPERIMENT
+
+    case = {"M": 5, "N": 144, "K": 260, "dtype": dtype}  # edge blocks in N and K
+    x = EXPERIMENT.make_inputs(case, 0, "cpu")
+    assert x["a"].dtype == x["b"].dtype == torch.float8_e4m3fn and x["b"].shape == (144, 260)
+    if dtype == "fp8_block":
+        assert x["scale_a"].shape == (5, 3) and x["scale_b"].shape == (2, 3)
+    ref = EXPERIMENT.reference(case, x)
+    # By hand: dequantize element by element with the scale of its block.
+    sa, sb = x["scale_a"].double(), x["scale_b"].double()
+    a = torch.stack([torch.stack([x["a"][i, k].double() * (sa[i, k // 128] if dtype == "fp8_block" else sa[0])
+                                  for k in range(260)]) for i in range(5)])
+    b = torch.stack([torch.stack([x["b"][n, k].double() * (sb[n // 128, k // 128] if dtype == "fp8_block" else sb[0])
+                                  for k in range(260)]) for n in range(144)])
+    assert torch.allclose(ref, a @ b.t(), rtol=1e-12, atol=1e-9)
+    assert (a.abs().max() / 448) < 1  # scaled back to the randn range, not saturated
+    g = torch.Generator().manual_seed(0)
+    assert torch.allclose(a.float(), torch.randn(5, 260, generator=g), rtol=0.07, atol=0.02)
+
+
+def test_cases_leave_out_shapes_fp8_cannot_take():
+    from experiments.gemm import EXPERIMENT
+    from tests.helpers import compose_config
+
+    cfg = compose_config("experiment=gemm", "shapes=[[1,7168,18432],[1000,3001,4099],[64,2112,7168]]")
+    got = {(c["M"], c["N"], c["K"], c["dtype"]) for c in EXPERIMENT.cases(cfg)}
+    assert (1000, 3001, 4099, "bf16") in got and (1000, 3001, 4099, "fp8") not in got
+    assert (64, 2112, 7168, "fp8_block") in got and (1, 7168, 18432, "fp8") in got

@@ -1,9 +1,10 @@
-"""CPU checks of MLA decode: TileLang variants compile for Hopper, the fp32 reference matches a
-naive per-sequence loop, the Triton kernel matches it under Triton's interpreter, bad input is
+"""CPU checks of MLA decode: the TileLang schedules compile for Hopper, the work plan covers every
+KV block once and balances skewed batches, plan + per-piece attention + LSE merge equals the fp32
+reference, the reference matches a naive loop and ignores NaN past each length, the bf16 gate
+catches a causal off-by-one, the Triton kernel matches under Triton's interpreter, bad input is
 refused with a clear message."""
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import subprocess
@@ -15,12 +16,12 @@ import torch
 
 from kernels import mla_decode as tl_mla
 from kernels._compile import HOPPER, compile_kernel
-from kernels.mla_common import check_mla_inputs, mla_decode_reference
+from kernels.mla_common import check_mla_inputs, check_mla_plan, mla_decode_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def paged_inputs(lens, s_q=1, h_q=16, dtype=torch.float16, seed=0):
+def paged_inputs(lens, s_q=1, h_q=16, dtype=torch.float16, seed=0, nan_tail=False):
     """q, a cache with shuffled pages, the block table and lengths, on the CPU."""
     g = torch.Generator().manual_seed(seed)
     pages = [math.ceil(n / 64) for n in lens]
@@ -32,6 +33,9 @@ def paged_inputs(lens, s_q=1, h_q=16, dtype=torch.float16, seed=0):
         start += n
     q = torch.randn(len(lens), s_q, h_q, 576, generator=g).to(dtype)
     kv = torch.randn(sum(pages), 64, 1, 576, generator=g).to(dtype)
+    if nan_tail:
+        for i, n in enumerate(lens):
+            kv[int(table[i, pages[i] - 1]), n % 64 or 64:] = float("nan")
     return q, kv, table, torch.tensor(lens, dtype=torch.int32)
 
 
@@ -52,8 +56,8 @@ def naive_decode(q, kv, table, lens):
 
 
 @pytest.mark.parametrize("s_q,h_q,lens", [(1, 16, [1, 64, 200]), (2, 32, [2, 65, 129, 64]), (2, 16, [3000])])
-def test_reference_matches_naive_loop(s_q, h_q, lens):
-    q, kv, table, cl = paged_inputs(lens, s_q, h_q)
+def test_reference_matches_naive_loop_and_ignores_nan_past_lengths(s_q, h_q, lens):
+    q, kv, table, cl = paged_inputs(lens, s_q, h_q, nan_tail=True)
     out, lse = mla_decode_reference(q, kv, table, cl)
     want_out, want_lse = naive_decode(q, kv, table, cl)
     assert out.shape == (len(lens), s_q, h_q, 512) and lse.shape == (len(lens), h_q, s_q)
@@ -61,44 +65,175 @@ def test_reference_matches_naive_loop(s_q, h_q, lens):
     torch.testing.assert_close(lse.double(), want_lse, atol=2e-5, rtol=1e-5)
 
 
-VARIANTS = [(h, s, dt) for dt in ("float16", "bfloat16") for s in (1, 2) for h in (16, 64, 128)]
+def _pieces(plan, seq_slot, lens, block_N):
+    """(sequence, first block, end block, slot) of every piece, as the split kernel walks them."""
+    blocks = [math.ceil(n / block_N) for n in lens]
+    out = []
+    for b0, k0, b1, k1, slot0 in plan.tolist():
+        for s in range(b0, b1 + 1):
+            out.append((s, k0 if s == b0 else 0, k1 if s == b1 else blocks[s],
+                        slot0 if s == b0 else int(seq_slot[s])))
+    return out
 
 
-@pytest.mark.parametrize("h_q,s_q,dtype", VARIANTS)
-def test_tilelang_split_kernel_compiles_for_hopper(h_q, s_q, dtype):
-    k = tl_mla.choose_knobs(128, h_q, s_q, dtype, 4096)
-    kernel = compile_kernel(tl_mla.mla_decode_split_kv, h_q, s_q, dtype, 576 ** -0.5, k.block_H,
-                            k.block_N, k.num_splits, k.stages, k.threads, target=HOPPER)
+LENGTH_SETS = [[65536] + [1024] * 31, [1] * 7 + [64, 65, 129], [4097] * 5, [3, 70000, 2, 900, 64 * 7 + 1]]
+
+
+@pytest.mark.parametrize("lens", LENGTH_SETS, ids=["one_long", "short", "equal", "mixed"])
+@pytest.mark.parametrize("block_N,parts", [(64, 132), (32, 66), (64, 1), (64, 1000)])
+def test_plan_covers_every_block_once(lens, block_N, parts):
+    plan, seq_slot = tl_mla.mla_decode_plan(lens, block_N, parts)
+    check_mla_plan(plan, seq_slot, torch.tensor(lens, dtype=torch.int32), block_N)
+    assert plan.shape == (parts, tl_mla.PLAN_FIELDS) and int(seq_slot[-1]) <= parts + len(lens)
+
+
+def test_plan_balances_one_long_sequence_among_short_ones():
+    """Every unit's cost (blocks + per-piece overhead) is within the quota: the 64k sequence is
+    spread over many units instead of one CTA walking it alone."""
+    lens, parts, overhead = [65536] + [1024] * 31, 132, 2
+    plan, seq_slot = tl_mla.mla_decode_plan(lens, 64, parts, overhead)
+    cost = [0] * parts
+    for p, row in enumerate(plan.tolist()):
+        for s, lo, hi, _ in _pieces(plan[p:p + 1], seq_slot, lens, 64):
+            cost[p] += hi - lo + overhead
+    mean = (sum(math.ceil(n / 64) for n in lens) + overhead * len(lens)) / parts
+    assert max(cost) <= mean + 2 * overhead + 1
+    assert int(seq_slot[1]) - int(seq_slot[0]) > 50  # the long sequence is cut into many pieces
+
+
+def test_plan_validation_rejects_broken_plans():
+    lens = torch.tensor([200, 64, 65], dtype=torch.int32)
+    plan, seq_slot = tl_mla.mla_decode_plan(lens.tolist(), 64, 3)
+    check_mla_plan(plan, seq_slot, lens, 64)
+    for field, delta in ((1, 1), (3, -1), (4, 1), (2, -1)):
+        bad = plan.clone()
+        row = next(i for i in range(3) if bad[i, 2] >= bad[i, 0] and bad[i, field] + delta >= 0)
+        bad[row, field] += delta
+        with pytest.raises(ValueError):
+            check_mla_plan(bad, seq_slot, lens, 64)
+    with pytest.raises(ValueError):
+        check_mla_plan(plan.long(), seq_slot, lens, 64)
+    with pytest.raises(ValueError):
+        check_mla_plan(plan, seq_slot[:-1].contiguous(), lens, 64)
+
+
+@pytest.mark.parametrize("s_q,h_q,lens,parts", [(1, 16, [1, 64, 5000, 65], 7), (2, 32, [2, 700, 130], 5)])
+def test_plan_pieces_merged_by_lse_equal_the_reference(s_q, h_q, lens, parts):
+    """What the two kernels compute, in fp64 on the CPU: attention over each piece of the plan
+    (a piece holding only masked keys for the first of s_q = 2 tokens gives LSE -inf), then the
+    LSE-weighted merge of each sequence's pieces."""
+    q, kv, table, cl = paged_inputs(lens, s_q, h_q, torch.float32, nan_tail=True)
+    plan, seq_slot = tl_mla.mla_decode_plan(lens, 64, parts)
+    want, want_lse = naive_decode(q, kv, table, cl)
+    parts_o, parts_lse = {}, {}
+    for s, lo, hi, slot in _pieces(plan, seq_slot, lens, 64):
+        n = lens[s]
+        keys = torch.cat([kv[int(p), :, 0] for p in table[s, :math.ceil(n / 64)]]).double()
+        for t in range(s_q):
+            end = min(hi * 64, n - (s_q - 1 - t))
+            scores = q[s, t].double() @ keys[lo * 64:max(end, lo * 64)].T / math.sqrt(576)
+            lse = torch.logsumexp(scores, -1) if scores.shape[-1] else torch.full((h_q,), -math.inf, dtype=torch.float64)
+            o = torch.softmax(scores, -1) @ keys[lo * 64:max(end, lo * 64), :512] if scores.shape[-1] \
+                else torch.zeros(h_q, 512, dtype=torch.float64)
+            parts_o[slot, t], parts_lse[slot, t] = o, lse
+    for s in range(len(lens)):
+        for t in range(s_q):
+            slots = range(int(seq_slot[s]), int(seq_slot[s + 1]))
+            lse = torch.stack([parts_lse[k, t] for k in slots])
+            total = torch.logsumexp(lse, 0)
+            out = sum(parts_o[k, t] * torch.exp(parts_lse[k, t] - total)[:, None] for k in slots)
+            torch.testing.assert_close(out, want[s, t], atol=1e-9, rtol=1e-9)
+            torch.testing.assert_close(total, want_lse[s, :, t], atol=1e-9, rtol=1e-9)
+
+
+def _bf16_tolerance() -> dict:
+    from omegaconf import OmegaConf
+
+    bench = OmegaConf.load(ROOT / "configs" / "bench" / "default.yaml").tolerance.bf16
+    own = OmegaConf.load(ROOT / "configs" / "experiment" / "mla_decode.yaml").tolerance.bf16
+    return {**OmegaConf.to_container(bench), **OmegaConf.to_container(own)}
+
+
+def test_bf16_gate_catches_a_causal_off_by_one():
+    """At lengths 1..64 with s_q = 2, letting each token see one key too many (or too few) fails
+    the experiment's bf16 gate, while the right answer rounded to bf16 passes it."""
+    from experiments.mla_decode import EXPERIMENT
+    from repro.measure.gate import default_check
+
+    case = {"grid": "test", "batch": 32, "h_q": 16, "s_q": 2, "seqlen": 64, "lengths": "short", "dtype": "bf16"}
+    inputs = EXPERIMENT.make_inputs(case, 3, "cpu")
+    args = (inputs["q"], inputs["kv_cache"], inputs["block_table"], inputs["cache_seqlens"])
+    tol = _bf16_tolerance()
+    assert tol["rel_l2"] <= 3e-3
+    right = mla_decode_reference(*args)
+    rounded = (right[0].bfloat16(), right[1])
+    assert default_check(rounded, right, tol)["passed"]
+    for shift in (1, -1):
+        wrong = mla_decode_reference(*args, causal_shift=shift)
+        wrong = (wrong[0].bfloat16(), torch.where(torch.isfinite(wrong[1]), wrong[1], right[1]))
+        assert not default_check(wrong, right, tol)["passed"], shift
+
+
+def test_experiment_inputs_poison_the_cache_past_every_length():
+    from experiments.mla_decode import EXPERIMENT, case_lengths
+
+    for kind in ("short", "over_page", "one_long"):
+        case = {"grid": "t", "batch": 8, "h_q": 16, "s_q": 2, "seqlen": 64, "lengths": kind, "dtype": "bf16"}
+        inputs = EXPERIMENT.make_inputs(case, 1, "cpu")
+        kv, table, lens = inputs["kv_cache"], inputs["block_table"], case_lengths(case)
+        for i, n in enumerate(lens):
+            pages = table[i, :math.ceil(n / 64)].long()
+            rows = kv[pages].reshape(-1, 576)
+            assert not rows[:n].isnan().any() and rows[n:].isnan().all()
+            assert kv[table[i, math.ceil(n / 64):].long()].isnan().all()  # unused entries: NaN pages
+        check_mla_inputs(inputs["q"], kv, table, inputs["cache_seqlens"])
+
+
+def test_matched_cases_have_the_skewed_cases_total():
+    from experiments.mla_decode import SKEWED, case_lengths
+
+    for kind in SKEWED:
+        case = {"grid": "t", "batch": 32, "h_q": 128, "s_q": 1, "seqlen": 1024, "lengths": kind, "dtype": "bf16"}
+        skewed, even = case_lengths(case), case_lengths({**case, "lengths": f"match_{kind}"})
+        assert len(even) == len(skewed) and sum(even) == sum(skewed) and max(even) - min(even) <= 1
+
+
+# Few compiles on purpose (each takes a while): every searched schedule at the compute-bound
+# shape, the default at the smallest-row shape (mma, not wgmma), and the combine.
+COMPILES = [(128, 1, "bfloat16", k) for k in tl_mla.CANDIDATES] + [(16, 2, "float16", tl_mla.Knobs())]
+
+
+@pytest.mark.parametrize("h_q,s_q,dtype,knobs", COMPILES, ids=lambda x: str(x))
+def test_tilelang_split_kernel_compiles_for_hopper(h_q, s_q, dtype, knobs):
+    kernel = compile_kernel(tl_mla.mla_decode_split_kv, h_q, s_q, dtype, 576 ** -0.5, target=HOPPER,
+                            **knobs.builder_args())
     src = kernel.get_kernel_source()
     assert "split_kv" in src
     if s_q * h_q >= 64:
-        assert "wgmma" in src  # 64-row tiles must reach the Hopper tensor-core path
+        assert "wgmma" in src and "tma_load" in src  # Hopper tensor cores, TMA loads of K/V
 
 
-@pytest.mark.parametrize("h_q,s_q,dtype", [(128, 1, "bfloat16"), (16, 2, "float16")])
-def test_tilelang_split_and_combine_compile_for_the_adversarial_case(h_q, s_q, dtype):
-    k = tl_mla.choose_knobs(32, h_q, s_q, dtype, 65536, 65536 + 31 * 1024)
-    assert k.num_splits > 1  # one 64k sequence among 1k ones must be cut into chunks
-    compile_kernel(tl_mla.mla_decode_split_kv, h_q, s_q, dtype, 576 ** -0.5, k.block_H, k.block_N,
-                   k.num_splits, k.stages, k.threads, target=HOPPER)
-    compile_kernel(tl_mla.mla_decode_combine, h_q, s_q, dtype, k.num_splits, target=HOPPER)
+def test_tilelang_combine_compiles_for_hopper():
+    assert "combine" in compile_kernel(tl_mla.mla_decode_combine, 128, 1, "bfloat16", target=HOPPER).get_kernel_source()
 
 
-def code_lines(fn) -> int:
-    lines = inspect.getsource(fn).splitlines()
-    doc = inspect.getdoc(fn) or ""
-    body = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-    return len(body) - len(doc.splitlines())
+def test_split_combine_and_plan_stay_within_160_lines():
+    from repro.loc import counter
+
+    text = (ROOT / "kernels" / "mla_decode.py").read_text()
+    names = ["mla_decode_split_kv", "mla_decode_combine", "mla_decode_plan"]
+    total, _ = counter.count_definitions(text, names)
+    assert total.code <= 160, total
+    for name in names[:2]:
+        assert counter.count_definitions(text, [name])[0].code <= 100
 
 
-def test_builders_stay_short():
-    assert code_lines(tl_mla.mla_decode_split_kv) <= 100
-    assert code_lines(tl_mla.mla_decode_combine) <= 100
-
-
-def test_knobs_split_small_batches_only():
-    assert tl_mla.choose_knobs(128, 128, 1, "bfloat16", 8192).num_splits == 1
-    assert tl_mla.choose_knobs(8, 128, 1, "bfloat16", 8192).num_splits > 1
+def test_candidates_are_valid_schedules():
+    assert len(set(tl_mla.CANDIDATES)) == len(tl_mla.CANDIDATES) >= 2
+    for k in tl_mla.CANDIDATES:
+        assert 64 % k.block_N == 0 and k.stages >= 1 and k.parts_per_sm >= 1
+    assert tl_mla.num_parts(128, 1, tl_mla.Knobs(), 132) == 66  # two row tiles share the SMs
+    assert tl_mla.num_parts(16, 1, tl_mla.Knobs(parts_per_sm=2), 132) == 264
 
 
 def _expect(msg, *args, **kw):
@@ -118,6 +253,9 @@ def test_bad_inputs_are_refused():
     _expect("outside", q, kv, table + 10, lens)
     with pytest.raises(ValueError, match="block table too short"):
         tl_mla.mla_decode(q, kv, table[:, :1].contiguous(), lens)  # the wrapper checks first
+    plan, seq_slot = tl_mla.make_plan(lens, 16, 1)
+    with pytest.raises(ValueError, match="plan"):  # a plan made for other lengths
+        tl_mla.mla_decode(q, kv, table, lens, plan=tl_mla.make_plan(torch.tensor([700, 70], dtype=torch.int32), 16, 1))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter check is for CPU-only machines")

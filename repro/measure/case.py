@@ -8,26 +8,20 @@ from typing import Any, Mapping
 from repro.measure.cpu_timer import time_cpu
 from repro.measure.experiment import Backend, Experiment
 from repro.measure.gate import default_check, poison_allocator, poison_outputs
+from repro.measure.settings import BenchSettings
 from repro.measure.timer import L2Flusher, time_cuda
 
 
-def _tolerance(settings: Mapping, dtype: str) -> dict:
-    tol = settings["tolerance"]
-    if dtype not in tol:
-        raise ValueError(f"no tolerance configured for dtype {dtype!r} (known: {', '.join(tol)})")
-    return dict(tol[dtype])
-
-
-def _gate(exp: Experiment, backend: Backend, case: dict, settings: Mapping, device: str):
+def _gate(exp: Experiment, backend: Backend, case: dict, settings: BenchSettings, device: str):
     """Run the correctness trials; returns (fn, inputs, figures) for timing, figures['passed'] telling."""
     import torch
 
-    tol = _tolerance(settings, str(case.get("dtype", exp.flops_dtype(case))))
+    tol = settings.tolerance_for(str(case.get("dtype", exp.flops_dtype(case))))
     worst = {"passed": True, "error": "", "rel_l2": 0.0, "max_abs": 0.0}
     fn = inputs = None
-    for trial in range(max(1, int(settings["correctness_trials"]))):
+    for trial in range(settings.correctness_trials):
         fn = inputs = None  # free the previous trial's buffers first
-        inputs = exp.make_inputs(case, int(settings["seed"]) + trial, device)
+        inputs = exp.make_inputs(case, settings.seed + trial, device)
         ref = exp.reference(case, inputs)
         fn = backend.build(case, inputs)
         poison_outputs(inputs)
@@ -39,6 +33,7 @@ def _gate(exp: Experiment, backend: Backend, case: dict, settings: Mapping, devi
         del out, ref
         worst["rel_l2"] = max(worst["rel_l2"], figures.get("rel_l2", 0.0))
         worst["max_abs"] = max(worst["max_abs"], figures.get("max_abs", 0.0))
+        worst["note"] = figures.get("note") or worst.get("note", "")  # an output not compared (NotReturned)
         if not figures["passed"]:
             return fn, inputs, {**worst, "passed": False, "error": f"trial {trial}: {figures['error']}"}
     return fn, inputs, worst
@@ -55,10 +50,10 @@ def _throughput(exp: Experiment, case: dict, ms: float, hw: Mapping) -> dict:
     return {"tflops": tflops, "gbps": gbps, "tflops_frac": tf_frac, "bw_frac": bw_frac, "roofline_frac": roof}
 
 
-def measure(exp: Experiment, backend: Backend, case: dict, settings: Mapping, hw: Mapping,
+def measure(exp: Experiment, backend: Backend, case: dict, settings: BenchSettings, hw: Mapping,
             flusher: L2Flusher | None = None, device: str = "cuda") -> dict[str, Any]:
     """Never raises for a backend's own failure: the row's status says what happened."""
-    reason = backend.probe() or backend.unavailable_on(hw)
+    reason = backend.refuses(case) or backend.probe() or backend.unavailable_on(hw)
     if reason:
         return {"status": "skipped", "error": f"skipped: {reason}"}
     import torch
@@ -66,14 +61,14 @@ def measure(exp: Experiment, backend: Backend, case: dict, settings: Mapping, hw
     try:
         fn, inputs, figures = _gate(exp, backend, case, settings, device)
         row = {"rel_l2": figures["rel_l2"], "max_abs": figures["max_abs"]}
+        if figures.get("note"):
+            row["error"] = figures["note"]  # on an ok row: what the gate did not compare
         if not figures["passed"]:
             return {**row, "status": "incorrect", "error": figures["error"]}
         if not backend.timed:
             return {**row, "status": "ok", "error": "reference only: not timed"}
         timer = time_cuda if device != "cpu" else time_cpu
-        timing = timer(fn, warmup_ms=settings["warmup_ms"], rep_ms=settings["rep_ms"],
-                       min_reps=settings["min_reps"], max_reps=settings["max_reps"],
-                       flush_l2=settings["flush_l2"], cuda_graph=settings["cuda_graph"], flusher=flusher)
+        timing = timer(fn, settings.timer, flusher)
         del fn, inputs
         return {**row, "status": "ok", "median_ms": timing.median_ms, "p25_ms": timing.p25_ms,
                 "p75_ms": timing.p75_ms, "min_ms": timing.min_ms, "reps": timing.reps,

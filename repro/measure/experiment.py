@@ -66,6 +66,17 @@ class Backend:
     # PyTorch's own operators (and the vendor libraries behind them) are shipped and tested with
     # PyTorch: `bench.isolate=auto` runs them in-process; everything else in a child process.
     trusted: bool = False
+    # What it implements: the case dtypes (empty: all) and any other limit (`case -> reason or None`,
+    # e.g. a published example that takes only equal lengths); a case outside gives a `skipped` row.
+    dtypes: Sequence[str] = ()
+    supports: Optional[Callable[[Case], Optional[str]]] = None
+
+    def refuses(self, case: Case) -> Optional[str]:
+        """Why this backend does not implement a case, or None."""
+        dtype = case.get("dtype")
+        if self.dtypes and dtype is not None and dtype not in self.dtypes:
+            return f"{self.name} implements dtype {', '.join(self.dtypes)}, not {dtype}"
+        return self.supports(case) if self.supports else None
 
     def unavailable_on(self, hw: Mapping) -> Optional[str]:
         """Why this backend cannot exist on a hardware profile (vendor, profile's exclusions), or None."""
