@@ -1,4 +1,9 @@
-"""Entry point: `python run.py experiment=gemm [overrides]`, or `-m` for sweeps (docs/scaling.md)."""
+"""Entry point: `python run.py experiment=gemm [overrides]`, or `-m` for sweeps (docs/scaling.md).
+
+Exit codes (repro/cli.py): 0 done; 2 a bad override or config value, Hydra-level mistakes
+included; 3 no usable device; 4 a damaged results file. A `-m` sweep exits with the code of its
+first failed job, after every job has run.
+"""
 from __future__ import annotations
 
 import sys
@@ -27,12 +32,24 @@ def main(cfg: DictConfig) -> int:
     from repro.cli import dispatch
 
     code = dispatch(cfg)
-    # A single run exits with its code; in a multirun one failed job must not end the others.
+    # A single run exits with its code; in a multirun one failed job must not end the others:
+    # repro.cli.SweepExitStatus records it, and cli() exits with it once the sweep is over.
     if code and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(code)
     return code
 
 
-if __name__ == "__main__":
+def cli() -> int:
+    """Check the command line, run it through Hydra, then give a sweep the exit code of its jobs."""
+    from repro.cli import EXIT_CONFIG, check_command_line, error, sweep_exit_code
+
     register_resolvers()
+    problem = check_command_line(sys.argv[1:])
+    if problem:
+        return error(problem, EXIT_CONFIG)
     main()
+    return sweep_exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

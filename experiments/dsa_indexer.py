@@ -13,7 +13,7 @@ inputs (cuBLAS fp8 GEMM, then relu, head weights and mask in PyTorch), chunked o
 from __future__ import annotations
 
 
-from experiments import _dsa
+from experiments import _dsa, upstream
 from repro.measure.experiment import Backend, Experiment, needs_module
 from repro.measure.tuning import KnobCache, compile_all, pick_fastest
 
@@ -160,6 +160,32 @@ def build_deepgemm(case: dict, inputs: dict):
     return lambda: deep_gemm.fp8_mqa_logits(q, kv, w, starts, ends)
 
 
+def upstream_supports(case: dict):
+    """TileLang's published indexer (fp8_lighting_indexer.py) packs 128 // heads queries per block."""
+    return None if 128 % case["heads"] == 0 else f"the example needs heads dividing 128, not {case['heads']}"
+
+
+def build_tilelang_upstream(case: dict, inputs: dict):
+    """TileLang's published lightning indexer: our formula and layouts (q [t*h, d] fp8, k [s, d]
+    fp8, k_scale [s], weights [t, h], int32 ranges), logits [t, s] fp32 that it allocates. Two
+    kernels, as its mqa_attn_return_logits_interface runs them: the logits over each block's kv
+    span, then clean_logits_ (-inf outside each query's range). Both are compiled here and
+    called directly, without the interface's per-call elaboration."""
+    q, k, k_scale, w, starts, ends = (inputs[n] for n in ("q", "k", "k_scale", "weights", "starts", "ends"))
+    args = (q.view(-1, q.shape[-1]), k, k_scale, w, starts, ends)
+    ex = upstream.example(upstream.INDEXER)
+    key = ("dsa_indexer", *q.shape, k.shape[0])
+    logits = upstream.compiled(key, lambda: ex.mqa_attn_return_logits.compile(*args))
+    clean = upstream.compiled((*key, "clean"), lambda: ex.clean_logits_.compile(logits(*args), starts, ends))
+
+    def run():
+        out = logits(*args)
+        clean(out, starts, ends)
+        return out
+
+    return run
+
+
 EXPERIMENT = Experiment(
     name="dsa_indexer",
     cases=cases,
@@ -171,6 +197,8 @@ EXPERIMENT = Experiment(
         Backend("tilelang", build=build_tilelang, probe=needs_module("tilelang")),
         Backend("torch", build=build_torch, trusted=True),
         Backend("deepgemm", build=build_deepgemm, probe=needs_module("deep_gemm")),
+        Backend("tilelang_upstream", build=build_tilelang_upstream, probe=upstream.upstream_probe(upstream.INDEXER),
+                dtypes=("fp8",), supports=upstream_supports),
     ],
     baseline="torch",
     validate_case=validate_case,

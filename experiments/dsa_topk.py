@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from experiments import _dsa
+from experiments import _dsa, upstream
 from repro.measure.experiment import Backend, Experiment, needs_module
 
 INDEX_LIMIT = 1 << 17  # the kernel's composite key holds positions < 131072
@@ -116,6 +116,29 @@ def build_torch(case: dict, inputs: dict):
     return lambda: torch_topk(logits, case["topk"])
 
 
+def upstream_supports(case: dict):
+    """TileLang's published top-k selector (topk_selector.py) fills only as many slots as a row
+    has positions and leaves the rest unwritten (no -1 padding): every query must see >= k."""
+    if case["s"] - case["t"] + 1 < case["topk"]:
+        return (f"the example leaves the slots of a row with fewer than topk={case['topk']} positions "
+                f"unwritten (the first query here sees {case['s'] - case['t'] + 1})")
+    return None
+
+
+def build_tilelang_upstream(case: dict, inputs: dict):
+    """TileLang's published top-k selector: a radix select over each row's [start, end) into our
+    `out` [t, k] int32 (its tl_topk_impl's arguments), compiled here and called directly."""
+    logits, starts, ends, out = inputs["logits"], inputs["starts"], inputs["ends"], inputs["out"]
+    kernel = upstream.compiled(("dsa_topk", case["t"], case["s"], case["topk"]), lambda: upstream.example(
+        upstream.TOPK).tl_topk_impl.compile(logits, out, starts, ends))
+
+    def run():
+        kernel(logits, out, starts, ends)
+        return out
+
+    return run
+
+
 EXPERIMENT = Experiment(
     name="dsa_topk",
     cases=cases,
@@ -126,6 +149,8 @@ EXPERIMENT = Experiment(
     backends=[
         Backend("tilelang", build=build_tilelang, probe=needs_module("tilelang")),
         Backend("torch", build=build_torch, trusted=True),
+        Backend("tilelang_upstream", build=build_tilelang_upstream, probe=upstream.upstream_probe(upstream.TOPK),
+                dtypes=("fp32",), supports=upstream_supports),
     ],
     baseline="torch",
     check=check,

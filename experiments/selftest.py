@@ -50,6 +50,14 @@ def build_matmul(case: dict, inputs: dict):
     return lambda: torch.matmul(a, b, out=out)
 
 
+def build_einsum(case: dict, inputs: dict):
+    """A second correct implementation: paired timing trials and ratio intervals need two."""
+    import torch
+
+    a, b, out = inputs["a"], inputs["b"], inputs["out"]
+    return lambda: out.copy_(torch.einsum("ik,kj->ij", a, b))
+
+
 def build_wrong(case: dict, inputs: dict):
     out = inputs["out"]
     return lambda: out.zero_()  # must be caught by the gate as `incorrect`
@@ -85,7 +93,7 @@ EXPERIMENT = Experiment(
     flops=flops,
     bytes=bytes_moved,
     backends=[Backend(name, build=build, probe=_cpu, vendors=("cpu",)) for name, build in (
-        ("matmul", build_matmul), ("wrong", build_wrong), ("crash", build_crash), ("hang", build_hang),
+        ("matmul", build_matmul), ("einsum", build_einsum), ("wrong", build_wrong), ("crash", build_crash), ("hang", build_hang),
         ("oom", build_oom), ("raises", build_raises))],
     baseline="matmul",
     flops_dtype=lambda case: "fp32",

@@ -92,6 +92,10 @@ CANDIDATES = (
     {"block_N": 128, "block_Q": 4, "num_stages": 2, "threads": 256},
     {"block_N": 128, "block_Q": 2, "num_stages": 3, "threads": 256},
     {"block_N": 256, "block_Q": 2, "num_stages": 2, "threads": 512},
+    # Larger query tiles: four queries (256 q rows, the widest wgmma N) share each K tile, which
+    # halves the K traffic per FLOP; one warpgroup of 64 kv rows leaves room for two CTAs per SM.
+    {"block_N": 128, "block_Q": 4, "num_stages": 3, "threads": 256},
+    {"block_N": 64, "block_Q": 4, "num_stages": 3, "threads": 128},
 )
 
 

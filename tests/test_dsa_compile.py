@@ -36,16 +36,57 @@ def test_every_indexer_search_candidate_compiles():
                        pass_configs=dsa_indexer.PASS_CONFIGS, **knobs)
 
 
-def test_topk_compiles():
-    kernel = compile_kernel(dsa_topk.topk_selector, 2048, **dsa_topk.topk_knobs(2048), target=HOPPER,
-                            pass_configs=dsa_topk.PASS_CONFIGS)
-    assert "AtomicAdd" in kernel.get_kernel_source()
+@pytest.mark.parametrize("t,s,mode", [(4096, 65536, "single"), (4, 131072, "split"), (4, 131072, "merge")])
+def test_topk_compiles(t, s, mode):
+    knobs = dict(dsa_topk.topk_knobs(2048, t, s))  # a copy: the function caches its result
+    splits = knobs.pop("splits")
+    assert (splits > 1) == (mode != "single")
+    extra = {"single": {}, "split": {"splits": splits}, "merge": {"gather": True}}[mode]
+    src = compile_kernel(dsa_topk.topk_selector, 2048, **knobs, **extra, target=HOPPER,
+                         pass_configs=dsa_topk.PASS_CONFIGS).get_kernel_source()
+    assert "AtomicAdd" in src
+    assert ("blockIdx.y" in src) == (mode == "split") and ("Pos[" in src) == (mode == "merge")
+    assert ("Values[" in src) == (mode == "split")  # only the split pass writes candidate values
 
 
-def test_sparse_mla_compiles_with_wgmma():
-    kernel = compile_kernel(sparse_mla.sparse_mla_fwd, 128, 512, 64, 2048, 576**-0.5, target=HOPPER,
-                            pass_configs=sparse_mla.PASS_CONFIGS, **sparse_mla.sparse_mla_knobs(128, 2048))
-    assert "wgmma" in kernel.get_kernel_source()
+def test_topk_splits_only_few_long_rows():
+    assert dsa_topk.topk_knobs(2048, 4096, 65536)["splits"] == 1
+    assert dsa_topk.topk_knobs(2048, 1, 8192)["splits"] == 1  # too short to be worth a merge
+    assert dsa_topk.topk_knobs(2048, 4, 131072)["splits"] == 8  # 16k-entry slices, 16k candidates
+
+
+def test_sparse_mla_pipelined_compiles_warp_specialized():
+    src = compile_kernel(sparse_mla.sparse_mla_fwd_pipelined, 128, 512, 64, 2048, 576**-0.5, target=HOPPER,
+                         pass_configs=sparse_mla.PASS_CONFIGS).get_kernel_source()
+    assert "wgmma" in src and "__launch_bounds__(384, 1)" in src
+    assert "warpgroup_reg_alloc<240>" in src and "warpgroup_reg_dealloc<80>" in src  # consumers / producer
+    assert "mbarrier_cp_async_arrive_noinc" in src  # the producer's gathers complete on an mbarrier
+    assert src.count("__syncthreads()") <= 2  # none inside the role branches (only barriers there)
+
+
+@pytest.mark.parametrize("heads,t,block_H,threads", [(16, 64, 16, 128), (128, 8, 32, 256)])
+def test_sparse_mla_narrow_compiles_with_heads_as_wgmma_n(heads, t, block_H, threads):
+    knobs = dict(sparse_mla.sparse_mla_knobs(heads, 2048, t=t))
+    assert knobs.pop("kernel") == "narrow" and (knobs["block_H"], knobs["threads"]) == (block_H, threads)
+    assert knobs["splits"] > 1
+    src = compile_kernel(sparse_mla.sparse_mla_fwd_narrow, heads, 512, 64, 2048, 576**-0.5, target=HOPPER,
+                         pass_configs=sparse_mla.PASS_CONFIGS, **knobs).get_kernel_source()
+    # wgmma m64 n16 k16: 64 gathered rows x 16 heads (32 heads: 16 per warpgroup), nothing padded
+    assert "64, 16, 16" in src
+    combine = compile_kernel(sparse_mla.sparse_mla_combine, 16, 512, knobs["splits"], target=HOPPER)
+    assert "logf" in combine.get_kernel_source() or "__logf" in combine.get_kernel_source()
+
+
+@pytest.mark.parametrize("heads,t,family,block_H", [(128, 4096, "wide", None), (128, 8, "narrow", 32),
+                                                    (32, 4096, "narrow", 32), (8, 100, "narrow", 8),
+                                                    (24, 64, "narrow", 8)])
+def test_sparse_mla_schedule_per_shape(heads, t, family, block_H):
+    assert sparse_mla.schedule_family(heads, t) == family
+    knobs = sparse_mla.sparse_mla_knobs(heads, 2048, t)
+    assert knobs.get("block_H") == block_H
+    if family == "narrow":  # enough CTAs once split, and >= 4 kv tiles per split
+        assert t * heads // block_H * knobs["splits"] >= 132 or 2048 // 64 // knobs["splits"] < 8
+        assert 2048 // 64 // knobs["splits"] >= 4
 
 
 def test_wrappers_refuse_bad_inputs():
@@ -58,6 +99,9 @@ def test_wrappers_refuse_bad_inputs():
         dsa_topk.dsa_topk(torch.zeros(1, 131073), ranges[:1], ranges[:1])
     with pytest.raises(ValueError, match="kv must be bf16"):
         sparse_mla.sparse_mla(torch.zeros(2, 128, 576, dtype=torch.bfloat16), torch.zeros(9, 576),
+                              torch.zeros(2, 1, 2048, dtype=torch.int32))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        sparse_mla.sparse_mla(torch.zeros(2, 12, 576, dtype=torch.bfloat16), torch.zeros(9, 1, 576, dtype=torch.bfloat16),
                               torch.zeros(2, 1, 2048, dtype=torch.int32))
 
 
@@ -112,6 +156,30 @@ def test_sparse_mla_torch_backend_matches_reference():
     run = mla_exp.build_torch(case, inputs)
     poison_outputs(inputs)
     assert default_check(run(), ref, {"rel_l2": 1e-2, "max_abs_rel": 5e-2})["passed"]
+
+
+def test_sparse_mla_decode_cases_index_their_own_sequence():
+    case = {"t": 6, "s": 50, "mode": "decode", "batch": 3, "heads": 8, "d_qk": 16, "d_v": 8, "topk": 64,
+            "dtype": "bf16"}
+    mla_exp.validate_case(case)
+    inputs = mla_exp.make_inputs(case, 0, "cpu")
+    assert inputs["kv"].shape[0] == 150
+    for i in range(6):
+        b, visible = i // 2, 50 - 2 + i % 2 + 1
+        chosen = inputs["indices"][i, 0][inputs["indices"][i, 0] >= 0]
+        assert len(chosen) == visible and chosen.min() >= b * 50 and chosen.max() < b * 50 + visible
+    with pytest.raises(ValueError, match="multiple of 8"):
+        mla_exp.validate_case({**case, "heads": 12})
+
+
+def test_sparse_mla_config_cases():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"heads": [128, 16], "prefill": [[64, 8192]], "decode": [[64, 8192]],
+                            "decode_tokens": 2, "topk": 2048})
+    cases = mla_exp.cases(cfg)
+    assert [(c["mode"], c["heads"], c["t"], c.get("batch")) for c in cases] == [
+        ("prefill", 128, 64, None), ("decode", 128, 128, 64), ("prefill", 16, 64, None), ("decode", 16, 128, 64)]
 
 
 @pytest.mark.parametrize("t,s,k", [(6, 9, 4), (40, 300, 64), (3, 5000, 2048)])
@@ -184,6 +252,22 @@ def _replay_radix_select(row, start, end, k, radix_bits):
         if done:
             break
     return sorted(j for j, c in keys.items() if c >> cut >= prefix)
+
+
+def test_split_then_merge_selects_the_single_pass_set():
+    """The split path's claim: the union of each slice's top-k holds the row's top-k, and the
+    merge, keyed by the original positions, breaks ties exactly as one pass would."""
+    g = torch.Generator().manual_seed(1)
+    for row in (torch.randint(-2, 3, (700,), generator=g).float(), torch.randn(700, generator=g)):
+        row[100:400] = float("-inf")
+        for start, end, k, splits in ((0, 700, 32, 4), (13, 690, 64, 8), (650, 700, 32, 4)):
+            chunk = -(-(end - start) // splits)
+            merged = torch.full_like(row, float("-inf"))
+            for sp in range(splits):
+                lo = start + sp * chunk
+                for j in _replay_radix_select(row, lo, min(end, lo + chunk), k, 11):
+                    merged[j] = row[j]
+            assert _replay_radix_select(merged, 0, 700, k, 11) == _replay_radix_select(row, start, end, k, 11)
 
 
 @pytest.mark.parametrize("radix_bits", [8, 11])

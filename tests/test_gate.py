@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from repro.measure.gate import INT_POISON, compare, default_check, poison_outputs
@@ -61,3 +62,29 @@ def test_tuple_outputs_report_the_worst():
     res = default_check((out, bad), (ref, ref), TOL)
     assert not res["passed"] and "output 1" in res["error"]
     assert not default_check((out,), (ref, ref), TOL)["passed"]
+
+
+# One (case, backend) measurement on the CPU, driven by the run's settings alone (issue 13).
+
+def _measure(backend: str, *overrides: str) -> dict:
+    from repro.measure.case import measure
+    from repro.measure.experiment import load_experiment
+    from repro.run.runner import CPU_PROFILE
+    from repro.run.validate import settings_of
+    from tests.helpers import compose_config
+
+    exp = load_experiment("selftest")
+    settings = settings_of(compose_config("experiment=selftest", *overrides)).replace(seed=3)
+    return measure(exp, exp.backend(backend), {"n": 16, "dtype": "fp32"}, settings, CPU_PROFILE, device="cpu")
+
+
+def test_measure_times_with_the_settings_reps():
+    row = _measure("matmul", "bench.rep_ms=100000", "bench.min_reps=4", "bench.max_reps=9")
+    assert row["status"] == "ok" and row["reps"] == 9
+    assert _measure("matmul", "bench.rep_ms=0.000001", "bench.min_reps=4", "bench.max_reps=9")["reps"] == 4
+
+
+def test_gate_takes_its_tolerance_from_the_settings():
+    assert _measure("wrong")["status"] == "incorrect"  # zeros: relative L2 error 1
+    loose = _measure("wrong", "bench.tolerance.fp32.rel_l2=10", "bench.tolerance.fp32.max_abs_rel=10")
+    assert loose["status"] == "ok" and loose["rel_l2"] == pytest.approx(1.0)

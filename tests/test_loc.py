@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from repro.loc import counter
-from repro.loc.budgets import budgets_from_config, check_budget, discover_builders
+from repro.loc.budgets import budgeted_builders, budgets_from_config, check_budget, discover_builders
 from repro.loc.cpp_lines import cpp_code_lines
 from repro.loc.table import COLUMNS, build_table
 
@@ -138,5 +138,95 @@ def test_builder_within_budget(key):
 
 
 def test_every_tilelang_builder_has_a_budget():
-    missing = sorted(set(discover_builders()) - set(BUDGETS))
+    missing = sorted(set(discover_builders()) - budgeted_builders(BUDGETS))
     assert not missing, f"builders without a size budget in configs/experiment/loc.yaml: {missing}"
+
+
+# Like for like: a builder is counted with the module-level helpers it uses, and `with` adds the
+# scheduling and launch code its kernel needs (issue 12).
+
+HELPERS = '''\
+import math
+
+TABLE = {1: 2}
+
+
+def helper(x):
+    return x + 1
+
+
+def builder(n):
+    """A builder."""
+    return helper(TABLE[n])
+
+
+def plan(n):
+    return math.ceil(n / 2)
+
+
+def wrapper(n):
+    return builder(plan(n))
+'''
+
+
+def test_helpers_a_builder_uses_are_counted_with_it():
+    alone, _ = counter.count_definitions(HELPERS, ["builder"])
+    assert alone == counter.LineCounts(3, 2)
+    kernel, glue = counter.count_definitions(HELPERS, ["builder"], helpers=True)
+    assert kernel.code == 2 + 2 + 1  # builder, helper, TABLE; never the import
+    assert glue.code == counter.count_file(HELPERS, "m.py").code - kernel.code
+
+
+def test_with_counts_scheduling_and_launch_code_beside_the_kernel():
+    from repro.loc.table import count_texts
+
+    counts = count_texts({"k.py": HELPERS}, ["builder"], True, {"k.py": ["wrapper"]})
+    assert counts["kernel_code_lines"] == 5
+    assert counts["code_lines"] == 5 + 2 + 2  # + wrapper and the plan it calls
+    assert set(counts["counted_with"].split(";")) == {"helper", "TABLE", "wrapper", "plan"}
+
+
+def test_with_reaches_a_helper_in_another_project_file(monkeypatch):
+    from repro.loc import table
+
+    files = {"kernels/k.py": HELPERS, "kernels/common.py": "def split(n):\n    return n // 2\n\n\nX = 1\n"}
+    monkeypatch.setattr(table, "read_project_file", files.get)
+    entry = _entry(role="project-tilelang", files=["kernels/k.py"], functions=["builder"],
+                   glue_files=["kernels/common.py"], **{"with": ["wrapper", "kernels/common.py:split"]})
+    row = build_table([entry], None, {}).iloc[0]
+    assert row["status"] == "ok", row["note"]
+    assert row["kernel_code_lines"] == 5 and row["code_lines"] == 5 + 4 + 2
+    assert "kernels/common.py:split" in row["counted_with"]
+    assert row["glue_code_lines"] == 1 + 1  # k.py's import, common.py's X: split is not glue
+
+
+def test_a_missing_with_function_is_a_status_not_a_count(monkeypatch):
+    from repro.loc import table
+
+    monkeypatch.setattr(table, "read_project_file", {"kernels/k.py": HELPERS}.get)
+    entry = _entry(role="project-tilelang", files=["kernels/k.py"], functions=["builder"], **{"with": ["nope"]})
+    row = build_table([entry], None, {}).iloc[0]
+    assert row["status"] == "missing function" and pd.isna(row["code_lines"])
+
+
+def test_a_budget_may_cover_builders_that_work_together():
+    assert budgeted_builders({"k.py:a+b": 160, "g.py:c": 100}) == {"k.py:a", "k.py:b", "g.py:c"}
+    assert BUDGETS.get("kernels/mla_decode.py:mla_decode_split_kv+mla_decode_combine") == 160
+    assert not any(key.startswith("kernels/mla_decode.py:") and "+" not in key for key in BUDGETS)
+
+
+def test_tilelang_entries_count_their_scheduling_and_launch_code():
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "experiment" / "loc.yaml"))
+    tilelang = {e["implementation"]: e for e in config["loc"]["implementations"]
+                if e["role"] == "project-tilelang" and e.get("backend") == "tilelang"}
+    assert len(tilelang) >= 6
+    for name, entry in tilelang.items():
+        assert entry.get("with"), f"{name}: no `with` list (its knob choice, planning and wrapper)"
+    table = pd.read_csv(ROOT / "results" / "loc.csv", dtype=str, keep_default_na=False).set_index("implementation")
+    for name in tilelang:
+        row = table.loc[name]
+        if row["status"] == "ok":
+            assert int(row["code_lines"]) > int(row["kernel_code_lines"]), name
+            assert row["counter_version"] == counter.COUNTER_VERSION, name

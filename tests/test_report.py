@@ -55,9 +55,9 @@ def test_dates_come_from_manifests_not_the_clock(paper):
 
 def test_every_claim_has_a_verdict(paper):
     text = (paper / "claims.md").read_text()
-    for claim in ("C1", "C2", "C3", "C4", "C5", "C6"):
+    for claim in ("C1", "C2", "C3", "C4", "C5", "C6", "C7"):
         assert f"## {claim}" in text
-    assert text.count("**Verdict: ") == 6
+    assert text.count("**Verdict: ") == 7
 
 
 def test_fixture_verdicts():
@@ -91,9 +91,10 @@ def _row(m: int, dtype: str, backend: str, ms: float, status: str = "ok") -> dic
 
 def _grid(speedup_bf16: float, speedup_fp16: float, base_status: str = "ok") -> list[dict]:
     rows = []
+    base = "cublas_paper" if base_status == "reported" else "cublas"  # published rows have names of their own
     for m in (1024, 4096):
         for dtype, speedup in (("bf16", speedup_bf16), ("fp16", speedup_fp16)):
-            rows.append(_row(m, dtype, "cublas", 1.0, base_status))
+            rows.append(_row(m, dtype, base, 1.0, base_status))
             rows.append(_row(m, dtype, "tilelang", 1.0 / speedup))
     return rows
 
@@ -140,7 +141,8 @@ def test_missing_hardware_is_not_measured(tmp_path):
 
 
 def test_reported_rows_alone_never_decide(tmp_path):
-    claim = _verdict(tmp_path, _grid(1.3, 1.3, base_status="reported"))
+    # Even a rule that names the published backend as its baseline gets no verdict from it.
+    claim = _verdict(tmp_path, _grid(1.3, 1.3, base_status="reported"), baseline=["cublas_paper"])
     assert claim.verdict == V.NOT_MEASURED
     assert "4 reported" in claim.parts[0].details[0]
 
@@ -201,7 +203,8 @@ def test_empty_results_tree_gives_a_not_measured_report(tmp_path):
     (tmp_path / "results").mkdir()
     generate(tmp_path / "results", tmp_path / "paper")
     text = (tmp_path / "paper" / "claims.md").read_text()
-    assert text.count("**Verdict: not measured.**") == 6
+    claims = __import__("yaml").safe_load((Path(__file__).parents[1] / "configs" / "claims.yaml").read_text())["claims"]
+    assert len(claims) >= 7 and text.count("**Verdict: not measured.**") == len(claims)
     assert (tmp_path / "paper" / "figures" / "all.tex").exists()
 
 
@@ -250,3 +253,302 @@ def test_committed_paper_is_current(tmp_path):
              and (not (ROOT / "paper" / name).exists()
                   or (ROOT / "paper" / name).read_bytes() != (tmp_path / "paper" / name).read_bytes())]
     assert stale == [], f"paper/ is out of date for {stale[:5]}: run `make paper` and commit paper/"
+
+
+# `make paper` never regenerates paper/ from results it could not read.
+
+def _old_paper(root: Path) -> tuple[Path, dict[str, bytes]]:
+    out = root / "paper"
+    (out / "tables").mkdir(parents=True)
+    (out / "README.md").write_text("the paper as it was\n")
+    (out / "tables" / "gemm.md").write_text("| old |\n")
+    (out / "figures").mkdir()
+    (out / "figures" / "gemm-h100.png").write_bytes(b"an old figure")
+    return out, _files(out)
+
+
+def _report(capsys, results: Path, out: Path, *extra: str) -> tuple[int, list[str]]:
+    from repro.report.__main__ import main
+
+    code = main(["--results", str(results), "--out", str(out), *extra])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line]
+
+
+def _cut(results: Path) -> None:
+    path = results / "h100" / "gemm.csv"
+    path.write_bytes(path.read_bytes()[:-9])  # the last line loses its end
+
+
+def _non_numeric(results: Path) -> None:
+    path = results / "h100" / "gemm.csv"
+    path.write_text(path.read_text().replace(",0.5,", ",half,", 1))
+
+
+def _not_json(results: Path) -> None:
+    (results / "h100" / f"env-{RUN}.json").write_text('{"run_id": "run-a", ')
+
+
+def _json_list(results: Path) -> None:
+    (results / "h100" / f"env-{RUN}.json").write_text('[{"run_id": "run-a"}]')
+
+
+def _no_folder(results: Path) -> None:
+    import shutil
+
+    shutil.rmtree(results)
+
+
+@pytest.mark.parametrize("damage, says", [
+    (_no_folder, "no results folder"),
+    (_cut, "truncated"),
+    (_non_numeric, "median_ms='half' is not a number"),
+    (_not_json, "unreadable run manifest"),
+    (_json_list, "must be a JSON object"),
+])
+def test_unreadable_results_leave_the_paper_as_it_was(tmp_path, capsys, damage, says):
+    results = _write_results(tmp_path, _grid(2.0, 1.0))
+    assert ",0.5," in (results / "h100" / "gemm.csv").read_text()
+    damage(results)
+    out, before = _old_paper(tmp_path)
+    code, err = _report(capsys, results, out)
+    assert code == 4
+    assert len(err) == 1 and err[0].startswith("error: ") and says in err[0]
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["paper", *(["results"] if results.exists() else [])])
+
+
+def test_out_naming_a_file_is_one_error_line(tmp_path, capsys):
+    results = _write_results(tmp_path, _grid(1.3, 1.3))
+    target = tmp_path / "paper.txt"
+    target.write_text("not a folder\n")
+    code, err = _report(capsys, results, target)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --out") and "file" in err[0]
+    assert target.read_text() == "not a folder\n"
+
+
+def test_a_build_that_fails_midway_leaves_the_paper_as_it_was(tmp_path, monkeypatch):
+    from repro.report import build
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("figure index failed")
+
+    results = _write_results(tmp_path, _grid(1.3, 1.3))
+    out, before = _old_paper(tmp_path)
+    monkeypatch.setattr(build, "make_figures", lambda *args: [])  # quick: no drawing
+    monkeypatch.setattr(build, "figures_index", boom)
+    with pytest.raises(RuntimeError):
+        generate(results, out, figures_only=True)
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["paper", "results"]  # no half-built folder left
+
+
+def test_a_good_build_replaces_generated_files_and_keeps_the_rest(tmp_path, monkeypatch):
+    from repro.report import build
+
+    results = _write_results(tmp_path, _grid(1.3, 1.3))
+    out, _ = _old_paper(tmp_path)
+    (out / "main.tex").write_text("hand-written\n")
+    (out / "figures" / "gone.png").write_bytes(b"a figure of results that vanished")
+    mode = out.stat().st_mode & 0o777
+    monkeypatch.setattr(build, "make_figures", lambda *args: [])  # quick: no drawing
+    written = generate(results, out, figures_only=True)
+    assert written == [out / "figures" / "all.tex"] and written[0].is_file()
+    assert (out / "main.tex").read_text() == "hand-written\n" and not (out / "figures" / "gone.png").exists()
+    assert out.stat().st_mode & 0o777 == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["paper", "results"]
+
+
+def test_the_report_reads_the_store_columns(tmp_path):
+    frame = load(FIXTURE).rows("flash_attention")
+    assert "roofline_frac" in frame and "peak_fraction" not in frame
+    assert frame["roofline_frac"].notna().any()
+
+
+def test_published_rows_are_all_in_the_committed_results():
+    if not (ROOT / "results").is_dir():
+        pytest.skip("no committed results/")
+    rows = load(ROOT / "results").rows("flash_attention", "h100")
+    published = rows[rows["status"] == "reported"]
+    counts = published.groupby("backend").size().to_dict()
+    assert counts == {"cudnn_paper": 36, "fa2_paper": 36, "fa3_paper": 35, "triton_paper": 24}
+    assert set(published["run_id"]) == {"h100-20261125"}
+    mla = load(ROOT / "results").rows("mla_decode", "h100")
+    assert len(mla[(mla["status"] == "reported") & (mla["backend"] == "flash_mla_paper")]) == 3
+
+
+# Verdicts, cards and figures (issue 12): each test fails on the code before the fix.
+
+def test_groups_that_hold_never_lift_a_failing_verdict(tmp_path):
+    claim = _verdict(tmp_path, _grid(1.5, 0.3), group_by=["dtype"])  # geomean 0.67x < partly 0.9x
+    assert claim.verdict == V.NOT_SUPPORTED
+    assert any(d.startswith("holds for dtype=bf16") and "not supported" in d for d in claim.parts[0].details)
+
+
+def test_a_group_short_of_the_threshold_lowers_a_supported_verdict(tmp_path):
+    assert _verdict(tmp_path, _grid(1.6, 1.05), group_by=["dtype"]).verdict == V.PARTLY
+
+
+def test_committed_c3_reads_by_its_own_thresholds():
+    rules = __import__("yaml").safe_load((ROOT / "configs" / "claims.yaml").read_text())
+    part = next(p for p in rules["claims"]["C3"]["parts"] if p["kind"] == "speedup")
+    only = {"claims": {"C3": rules["claims"]["C3"]}}
+    checked = 0
+    for claim in ledger.evaluate(only, load(FIXTURE)) + ledger.evaluate(only, load(ROOT / "results")):
+        result = claim.parts[0]
+        for hw_numbers in [n for n in result.numbers.split("; ") if "geomean " in n]:
+            value = float(hw_numbers.split("geomean ")[1].split("x")[0])
+            checked += 1
+            if value < part["partly"]:  # e.g. the committed H100 run's 0.83x: below 0.85x
+                assert result.verdict == V.NOT_SUPPORTED, (value, result.verdict)
+    assert checked
+
+
+def test_a_stand_in_baseline_never_supports_on_its_own(tmp_path):
+    claim = _verdict(tmp_path, _grid(1.3, 1.3), baseline=["fa2", "cublas"], stand_in=["cublas"])
+    part = claim.parts[0]
+    assert part.verdict == V.PARTLY and claim.verdict == V.PARTLY
+    assert "vs cublas (a stand-in)" in part.numbers
+    assert any("stand-in for fa2" in d and "capped" in d for d in part.details)
+    rules = __import__("yaml").safe_load((ROOT / "configs" / "claims.yaml").read_text())
+    c1 = next(p for p in rules["claims"]["C1"]["parts"] if p["kind"] == "speedup")
+    assert c1["stand_in"] == ["sdpa_flash"] and c1["baseline"][0] == "fa2"
+
+
+def test_rows_of_several_cards_sit_side_by_side_and_say_which_card(tmp_path):
+    _write_results(tmp_path, _grid(1.3, 1.3), "h100")
+    root = _write_results(tmp_path, _grid(1.5, 1.5), "h200")
+    rules = _rule(hardware=["h100", "h200"], memory_bound=True)
+    rules["claims"]["X1"]["cards_named"] = ["h100"]
+    part = ledger.evaluate(rules, load(root))[0].parts[0]
+    assert "h100: geomean 1.30x" in part.numbers and "h200: geomean 1.50x" in part.numbers
+    assert sum(d.startswith("measured on h100") or d.startswith("measured on h200") for d in part.details) == 2
+    named = [d for d in part.details if "the claim names the H100" in d]
+    assert len(named) == 1 and "rows are from the H200" in named[0] and "1.43x the memory bandwidth" in named[0]
+    assert "memory-bound, so the substitution matters" in named[0]
+
+
+def test_claims_naming_the_h100_accept_h200_rows_and_mark_memory_bound_parts():
+    rules = __import__("yaml").safe_load((ROOT / "configs" / "claims.yaml").read_text())["claims"]
+    for cid in ("C1", "C3", "C5"):
+        assert "h100" in rules[cid]["cards_named"]
+        for part in rules[cid]["parts"]:
+            if part["kind"] == "speedup" and "h100" in part["hardware"]:
+                assert "h200" in part["hardware"], (cid, part["name"])
+    assert rules["C3"]["parts"][0].get("memory_bound") is True
+
+
+def test_line_counts_note_the_feature_gap_and_count_one_kernel():
+    rules = __import__("yaml").safe_load((ROOT / "configs" / "claims.yaml").read_text())["claims"]
+    fa3 = next(p for p in rules["C5"]["parts"] if p["kind"] == "loc_ratio" and "FA3" in p["name"])
+    for feature in ("variable-length", "paged KV", "fp8", "softcapping", "local"):
+        assert feature in fa3["note"]
+    assert rules["C1"]["parts"][1]["select"]["backend"] == "^tilelang$"  # never the Ascend kernel too
+
+
+def test_loc_budget_counts_the_kernel_and_names_the_whole(tmp_path):
+    root = _write_results(tmp_path, _grid(1.0, 1.0))
+    (root / "loc.csv").write_text("implementation,operator,code_lines,kernel_code_lines,status\n"
+                                  "TileLang fa,flash_attention,180,90,ok\n")
+    part = {"name": "lines", "kind": "loc_budget", "select": {"implementation": "(?i)tilelang"}, "budget": 100}
+    rules = {"claims": {"X2": {"statement": "small", "parts": [part]}}}
+    assert ledger.evaluate(rules, load(root))[0].verdict == V.NOT_SUPPORTED  # the whole count by default
+    result = ledger.evaluate({"claims": {"X2": {"statement": "small", "parts": [
+        {**part, "column": "kernel_code_lines"}]}}}, load(root))[0].parts[0]
+    assert result.verdict == V.SUPPORTED
+    assert "= 90 (180 with the scheduling and launch code it needs)" in result.numbers
+
+
+def _bars(rows: list[dict], **spec):
+    import pandas as pd
+
+    from repro.report.plots import draw_bars
+
+    frame = pd.DataFrame(rows)
+    return draw_bars(frame, {"y": "median_ms", "label": ["M"], **spec}, ["M", "dtype"], "t", {})
+
+
+def test_log_bar_axes_hold_the_bars_base():
+    import matplotlib.pyplot as plt
+
+    rows = [_row(m, "bf16", b, ms) for m, ms in ((1024, 0.03), (4096, 40.0)) for b in ("cublas", "tilelang")]
+    fig = _bars(rows, logy=True)
+    for ax in fig.axes:
+        low = ax.get_ylim()[0]
+        assert low > 0 and ax.patches
+        for bar in ax.patches:  # every bar whole: its base on the axis, not cut off below it
+            assert bar.get_y() >= low * (1 - 1e-9) and bar.get_y() + bar.get_height() <= ax.get_ylim()[1]
+    plt.close(fig)
+
+
+def test_bars_can_state_two_ratios_and_sparse_mla_states_flashmla():
+    import matplotlib.pyplot as plt
+
+    rows = [_row(1024, "bf16", "torch", 6.0), _row(1024, "bf16", "tilelang", 1.0), _row(1024, "bf16", "flash_mla", 0.6)]
+    fig = _bars(rows, annotate_vs=["torch", "flash_mla"])
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "6.00× torch\n0.60× flash_mla" in texts
+    plt.close(fig)
+    config = __import__("yaml").safe_load((ROOT / "configs" / "report.yaml").read_text())
+    figure = config["experiments"]["sparse_mla"]["figures"][0]
+    assert "flash_mla" in figure["annotate_vs"] and "torch" in figure["annotate_vs"]
+
+
+def test_published_numbers_of_another_card_are_not_drawn(tmp_path):
+    from repro.report.figures import experiment_figures, published_here
+    from repro.report.loc_figure import _best
+
+    rows = [{**r, "source": ""} for r in _grid(1.3, 1.3)]
+    rows.append({**_row(1024, "bf16", "cublas_paper", 0.5, "reported"), "tflops": 900.0,
+                 "source": "vendor blog, H800 SXM5"})
+    folder = tmp_path / "results" / "h100"
+    folder.mkdir(parents=True)
+    with open(folder / "gemm.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / f"env-{RUN}.json").write_text(json.dumps({"run_id": RUN, "timestamp": "2026-01-02T03:04:05"}))
+    results = load(tmp_path / "results")
+    kept, away = published_here(results.rows("gemm", "h100"), "h100")
+    assert not (kept["status"] == "reported").any() and away == "vendor blog, H800 SXM5"
+    assert len(published_here(results.rows("gemm", "h100"), "h800")[0]) == len(rows)
+    figures = experiment_figures(results, "gemm", {"figures": [{"kind": "bars", "y": "tflops", "label": ["M"]}]},
+                                 tmp_path / "fig")
+    assert figures and all("Not drawn: published figures from another card (vendor blog, H800 SXM5)" in f.caption
+                           for f in figures)
+    results.rows("gemm", "h100").loc[:, "status"]  # the loc figure's point: only measured or same-card figures
+    assert _best(results, "gemm", "cublas", "h100") == (2.0, False)
+    only_published = load(tmp_path / "results")
+    frame = only_published.experiments["gemm"]
+    only_published.experiments["gemm"] = frame[frame["backend"] != "cublas"]
+    value, _ = _best(only_published, "gemm", "cublas", "h100")
+    assert value != value  # the H800 figure never stands in for an H100 point
+
+
+def _write_trials(root: Path, trials: dict) -> Path:
+    """tilelang vs cublas on four cases, each (case M) with its paired trial medians."""
+    folder = root / "results" / "h100"
+    folder.mkdir(parents=True, exist_ok=True)
+    fields = ["experiment", "case", "backend", "status", "median_ms", "tflops", "run_id", "trials", "trial_ms", "M"]
+    with open(folder / "gemm.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for m, (base, mine) in trials.items():
+            for backend, values in (("cublas", base), ("tilelang", mine)):
+                ms = sorted(values)[len(values) // 2]
+                writer.writerow({"experiment": "gemm", "case": f"M={m}", "backend": backend, "status": "ok",
+                                 "median_ms": ms, "tflops": 1.0 / ms, "run_id": RUN, "trials": len(values),
+                                 "trial_ms": ";".join(map(str, values)), "M": m})
+    (folder / f"env-{RUN}.json").write_text(json.dumps({"run_id": RUN, "timestamp": "2026-01-02T03:04:05"}))
+    return root / "results"
+
+
+def test_an_interval_across_the_threshold_reads_within_noise(tmp_path):
+    noisy = {m: ([1.0, 1.0, 1.0], [0.80, 1.05, 0.90]) for m in (1, 2, 3, 4)}  # ~1.1x, spread wide
+    claim = ledger.evaluate(_rule(), load(_write_trials(tmp_path / "a", noisy)))[0]
+    assert claim.parts[0].verdict == V.WITHIN_NOISE and claim.verdict == V.WITHIN_NOISE
+    assert "95% interval" in claim.parts[0].numbers
+    tight = {m: ([1.0, 1.0, 1.0], [0.70, 0.71, 0.69]) for m in (1, 2, 3, 4)}  # ~1.43x, clear of 1.1
+    claim = ledger.evaluate(_rule(), load(_write_trials(tmp_path / "b", tight)))[0]
+    assert claim.verdict == V.SUPPORTED and "95% interval" in claim.parts[0].numbers
+    assert V.combine([V.SUPPORTED, V.WITHIN_NOISE]) == V.WITHIN_NOISE
+    assert V.combine([V.NOT_SUPPORTED, V.WITHIN_NOISE]) == V.PARTLY

@@ -233,3 +233,66 @@ def test_submitit_slurm_renders_one_gpu_job_array(tmp_path, monkeypatch):
     for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --time=240",
                  "#SBATCH --cpus-per-task=16", "#SBATCH --ntasks-per-node=1"):
         assert line in lines, (line, script)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local", "joblib"])
+def test_a_failed_job_fails_the_sweep(tmp_path, launcher):
+    """Every job runs, the parts merge, then the sweep exits with the failed job's code (Hydra alone: 0)."""
+    if launcher != "basic":
+        pytest.importorskip(PLUGINS[launcher], reason="the `slurm` extra (Hydra launcher plugins) is not installed")
+    res = run_py("-m", f"hydra/launcher={launcher}", "experiment=selftest,gemm", "backends=[matmul]", "dry_run=true",
+                 f"results_dir={tmp_path / 'r'}", f"hydra.sweep.dir={tmp_path / 'm'}")
+    assert res.returncode == 2, res.stderr[-3000:]
+    last = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")][-1]
+    assert last.startswith("error: 1 job(s) of the sweep failed: #1 (experiment=gemm") and "exit code 2" in last
+    assert "Traceback" not in res.stderr
+
+
+# code_hash: what a stored row depends on is the import closure of its experiment (issue 13).
+
+def _closure(name: str) -> set[str]:
+    from repro.measure.experiment import load_experiment
+    from repro.run.runner import source_files
+
+    return {p.relative_to(ROOT).as_posix() for p in source_files(load_experiment(name))}
+
+
+def test_code_hash_covers_the_experiments_import_closure():
+    fa = _closure("flash_attention")
+    for needed in ("experiments/flash_attention.py", "experiments/vendor.py", "repro/measure/experiment.py",
+                   "repro/measure/case.py", "repro/measure/gate.py", "repro/measure/timer.py",
+                   "repro/measure/cpu_timer.py", "repro/measure/settings.py", "repro/run/isolate.py",
+                   "kernels/flash_attention.py", "kernels/triton/flash_attention.py"):
+        assert needed in fa, needed
+    assert "kernels/gemm.py" not in fa and "kernels/mla_decode.py" not in fa  # not imported by it
+    assert "kernels/flash_attention.py" not in _closure("gemm")
+    assert "experiments/_dsa.py" in _closure("dsa_topk") and "kernels/dsa_topk.py" in _closure("dsa_topk")
+    assert not any(p.startswith("kernels/") for p in _closure("selftest"))
+
+
+def test_import_closure_follows_function_level_and_relative_imports(tmp_path, monkeypatch):
+    from repro.results import manifest
+    from repro.run import runner
+
+    files = {
+        "experiments/__init__.py": "",
+        "experiments/x.py": "import math\nfrom repro.contract import C\n\ndef build():\n    from kernels import a\n",
+        "kernels/__init__.py": "",
+        "kernels/a.py": "from .b import helper\n",
+        "kernels/b.py": "helper = 1\n",
+        "kernels/unused.py": "import kernels.a\n",
+        "repro/__init__.py": "",
+        "repro/contract.py": "C = 1\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    monkeypatch.setattr(manifest, "ROOT", tmp_path)
+    closure = runner.import_closure([tmp_path / "experiments" / "x.py"])
+    assert {p.relative_to(tmp_path).as_posix() for p in closure} == set(files) - {"kernels/unused.py"}
+    before = manifest.code_hash(closure)
+    (tmp_path / "kernels" / "unused.py").write_text("changed = True\n")
+    assert manifest.code_hash(runner.import_closure([tmp_path / "experiments" / "x.py"])) == before
+    (tmp_path / "kernels" / "b.py").write_text("helper = 2\n")
+    assert manifest.code_hash(runner.import_closure([tmp_path / "experiments" / "x.py"])) != before

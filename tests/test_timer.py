@@ -1,6 +1,10 @@
 """The timer's statistics (its device part runs in tests/gpu)."""
 from __future__ import annotations
 
+import math
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -34,3 +38,82 @@ def test_rep_count_fills_budget_within_bounds():
     assert rep_count(50.0, 100, 10, 200) == 10
     assert rep_count(0.001, 100, 10, 200) == 200
     assert rep_count(0.0, 100, 10, 200) == 200
+
+
+# The timer's knobs come from the run's settings, never from defaults of its own (issue 13).
+
+def _timing(**changes):
+    from repro.measure.settings import TimerSettings
+
+    base = dict(warmup_ms=0.0, rep_ms=1.0, min_reps=7, max_reps=7, flush_l2=False, cuda_graph=False)
+    return TimerSettings(**{**base, **changes})
+
+
+def test_cpu_timer_takes_its_repetitions_from_the_settings():
+    from repro.measure.cpu_timer import time_cpu
+
+    calls = []
+    timing = time_cpu(lambda: calls.append(1), _timing(min_reps=7, max_reps=7))
+    assert timing.reps == 7 and len(calls) >= 8  # warm-up, then exactly the 7 samples
+    assert time_cpu(lambda: None, _timing(rep_ms=1e9, min_reps=3, max_reps=12)).reps == 12
+
+
+def test_cpu_timer_warms_up_for_warmup_ms():
+    import time
+
+    from repro.measure.cpu_timer import time_cpu
+
+    start = time.perf_counter()
+    time_cpu(lambda: time.sleep(0.001), _timing(warmup_ms=60.0, min_reps=1, max_reps=1))
+    assert time.perf_counter() - start >= 0.06
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("warmup_ms", float("nan"), "bench.warmup_ms"),
+    ("warmup_ms", -1.0, "bench.warmup_ms"),
+    ("rep_ms", float("inf"), "bench.rep_ms"),
+    ("rep_ms", 0.0, "bench.rep_ms"),
+    ("min_reps", 0, "bench.min_reps"),
+    ("max_reps", 3, "bench.max_reps=3 is below bench.min_reps=7"),
+    ("flush_l2", "yes", "bench.flush_l2"),
+])
+def test_timer_settings_refuse_what_cannot_be_timed(field, value, needle):
+    from repro.measure.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=re.escape(needle)):
+        _timing(**{field: value})
+
+
+def test_interleaved_trials_give_each_ratio_an_interval(tmp_path):
+    """Backends of one case are timed in alternating trials; each timed row keeps its trial
+    medians, and a non-baseline row its speedup over the baseline with a 95% interval."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "run.py", "experiment=selftest", "backends=[matmul,einsum]",
+                          "bench.isolate=false", "bench.trials=4", "sizes=[16,32]", f"results_dir={tmp_path}"],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    df = pd.read_csv(tmp_path / "cpu" / "selftest.csv").set_index(["case", "backend"])
+    for case in ("dtype=fp32,n=16", "dtype=fp32,n=32"):
+        base, other = df.loc[(case, "matmul")], df.loc[(case, "einsum")]
+        assert base["trials"] == 4 and len(str(base["trial_ms"]).split(";")) == 4
+        assert pd.isna(base.get("speedup"))  # the baseline has no ratio to itself
+        assert other["speedup_lo"] <= other["speedup"] <= other["speedup_hi"]
+        assert other["speedup_lo"] > 0
+
+
+def test_case_interval_pairs_trials():
+    from repro.measure.stats import case_interval, geomean_interval
+
+    point, lo, hi = case_interval([2.0, 2.2, 1.8], [1.0, 1.1, 0.9])  # exactly 2x in every pair
+    assert abs(point - 2.0) < 1e-12 and abs(lo - 2.0) < 1e-9 and abs(hi - 2.0) < 1e-9
+    point, lo, hi = case_interval([1.0, 1.0, 1.0], [0.9, 1.1, 1.0])
+    assert lo < 1.0 < hi  # straddles parity: within noise
+    assert case_interval([1.0], [0.5])[0] == 2.0 and math.isnan(case_interval([1.0], [0.5])[1])
+    lo, hi = geomean_interval([([2.0, 2.0], [1.0, 1.0]), ([1.0, 1.2], [1.0, 1.0])])
+    assert lo < 2 ** 0.5 * 1.1 ** 0.5 < hi
+    assert geomean_interval([([1.0], [1.0])]) is None

@@ -14,7 +14,8 @@ Rules (also in `repro/loc/RULES.md`, which the README quotes):
   character literals are code; `#if 0` blocks are not code, from the `#if 0` line to its
   `#endif` (an `#else`/`#elif` branch of it is live again). Macros are not expanded.
 * A Python kernel is counted by the AST span of its builder function (decorators included,
-  nested kernels inside it included); the rest of its file is its host-side glue.
+  nested kernels inside it included) and of the module-level helpers of its file that it uses,
+  transitively (functions, classes, tables); the rest of its file is its host-side glue.
 * Only the files listed for an implementation are counted; libraries underneath (CUTLASS/CuTe,
   TVM, Triton's compiler) are not.
 """
@@ -25,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from repro.loc.cpp_lines import cpp_code_lines
-from repro.loc.python_lines import definition_rows, find_definition, python_code_lines
+from repro.loc.python_lines import definition_rows, find_definition, module_names, python_code_lines, with_helpers
 
 # Bump when a rule changes: committed rows carry the version that produced them.
-COUNTER_VERSION = "1"
+# 2: a Python definition is counted with the module-level helpers it uses.
+COUNTER_VERSION = "2"
 PYTHON_SUFFIXES = frozenset({".py"})
 CPP_SUFFIXES = frozenset({".h", ".hh", ".hpp", ".cuh", ".cu", ".cpp", ".cc", ".cxx", ".c", ".inl"})
 
@@ -70,24 +72,27 @@ def count_file(text: str, path: str) -> LineCounts:
     return LineCounts(len(text.splitlines()), len(code_lines(text, path)))
 
 
-def definition_spans(text: str, names: list[str]) -> dict[str, tuple[int, int]]:
-    """Line spans of the named Python definitions; raises MissingDefinition."""
+def definition_spans(text: str, names: list[str], helpers: bool = False) -> dict[str, tuple[int, int]]:
+    """Line spans of the named Python definitions (a module-level table by its name too), with
+    `helpers` also those of the module-level helpers they use; raises MissingDefinition."""
     tree = ast.parse(text)
-    spans = {}
+    defined = module_names(tree)
     for name in names:
-        node = find_definition(tree, name)
-        if node is None:
+        if find_definition(tree, name) is None and name not in defined:
             raise MissingDefinition(name)
+    spans = {}
+    for name in with_helpers(tree, names) if helpers else names:
+        node = find_definition(tree, name) or defined[name]
         spans[name] = definition_rows(node)
     return spans
 
 
-def count_definitions(text: str, names: list[str]) -> tuple[LineCounts, LineCounts]:
-    """(kernel, glue): counts over the union of the named definitions' spans, and over the
-    rest of the file."""
+def count_definitions(text: str, names: list[str], helpers: bool = False) -> tuple[LineCounts, LineCounts]:
+    """(kernel, glue): counts over the union of the named definitions' spans (with `helpers`, and
+    the helpers they use), and over the rest of the file."""
     code = python_code_lines(text)
     inside: set[int] = set()
-    for first, last in definition_spans(text, names).values():
+    for first, last in definition_spans(text, names, helpers).values():
         inside.update(range(first, last + 1))
     total = len(text.splitlines())
     kernel = LineCounts(len(inside), len(code & inside))

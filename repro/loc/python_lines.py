@@ -82,7 +82,7 @@ def find_definition(tree: ast.Module, qualname: str) -> ast.AST | None:
 
 def definition_rows(node: ast.AST) -> tuple[int, int]:
     """First and last line of a definition, decorators included (they configure the kernel)."""
-    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
     return first, node.end_lineno
 
 
@@ -103,3 +103,36 @@ def tilelang_builders(tree: ast.Module) -> list[str]:
         if any(_is_tilelang_decorator(d) for n in inner for d in n.decorator_list):
             names.append(node.name)
     return names
+
+
+def module_names(tree: ast.Module) -> dict[str, ast.AST]:
+    """Module-level definitions and assignments by the names they bind (the last binding wins)."""
+    names: dict[str, ast.AST] = {}
+    for node in _defs_in(tree.body):
+        names[node.name] = node
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        names[name.id] = node
+    return names
+
+
+def with_helpers(tree: ast.Module, names: list[str]) -> list[str]:
+    """`names` and, transitively, every module-level function, class or assignment of the same file
+    that they use (a call, a decorator, a default, a table they read): the helpers a builder calls
+    are counted with it. Imports are not followed: a helper in another file is listed explicitly."""
+    defined = module_names(tree)
+    found = list(names)
+    queue = [find_definition(tree, name) or defined.get(name) for name in names]
+    while queue:
+        node = queue.pop()
+        if node is None:
+            continue
+        for used in ast.walk(node):
+            if isinstance(used, ast.Name) and used.id in defined and used.id not in found:
+                found.append(used.id)
+                queue.append(defined[used.id])
+    return found

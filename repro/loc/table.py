@@ -23,10 +23,13 @@ from repro.loc.sources import (
 
 COLUMNS = [
     "implementation", "operator", "language", "role", "backend", "repo", "ref", "commit",
-    "files", "function", "code_lines", "total_lines", "glue_code_lines", "glue_total_lines",
-    "pygount_source_lines", "status", "note", "counted_at", "counter_version",
+    "files", "function", "counted_with", "code_lines", "kernel_code_lines", "total_lines",
+    "glue_code_lines", "glue_total_lines", "pygount_source_lines", "status", "note", "counted_at",
+    "counter_version",
 ]
-COUNT_COLUMNS = ["code_lines", "total_lines", "glue_code_lines", "glue_total_lines",
+# code_lines: everything counted (builders, the helpers they use, and the `with` functions: the
+# scheduling and launch code a kernel needs); kernel_code_lines: the builders and their helpers only.
+COUNT_COLUMNS = ["code_lines", "kernel_code_lines", "total_lines", "glue_code_lines", "glue_total_lines",
                  "pygount_source_lines"]
 PROJECT_REPO = "this project"
 
@@ -45,20 +48,41 @@ def _base_row(entry: dict) -> dict:
     return row
 
 
-def count_texts(texts: dict[str, str], functions: list[str], glue: bool) -> dict:
-    """Counts for the listed files, or for the named definitions of the one Python file."""
+def with_names(entry: dict) -> dict[str, list[str]]:
+    """An entry's `with` list by file: `name` is in the entry's (one) file, `path:name` in another."""
+    by_file: dict[str, list[str]] = {}
+    for item in entry.get("with") or []:
+        path, sep, name = str(item).rpartition(":")
+        by_file.setdefault(path if sep else entry["files"][0], []).append(name)
+    return by_file
+
+
+def count_texts(texts: dict[str, str], functions: list[str], glue: bool,
+                extra: dict[str, list[str]] | None = None) -> dict:
+    """Counts for the listed files, or for the named definitions of the one Python file (the
+    first of `texts`), each with the module-level helpers it uses, plus the `extra` definitions
+    per file (`with`: scheduling and launch code counted beside the kernel)."""
     if not functions:
         counts = sum((counter.count_file(t, p) for p, t in texts.items()), counter.LineCounts())
         pieces = list(texts.items())
         result = {"code_lines": counts.code, "total_lines": counts.total}
     else:
-        if len(texts) != 1:
+        extra = dict(extra or {})
+        path = next(iter(texts))
+        if len(set(texts) - (set(extra) - {path})) != 1:
             raise ValueError("functions are counted in exactly one file per implementation")
-        (path, text), = texts.items()
-        kernel, rest = counter.count_definitions(text, functions)
-        spans = counter.definition_spans(text, functions).values()
-        pieces = [(path, span_text(text, first, last)) for first, last in spans]
-        result = {"code_lines": kernel.code, "total_lines": kernel.total}
+        kernel, rest = counter.count_definitions(texts[path], functions, helpers=True)
+        wanted = {path: list(functions) + extra.pop(path, []), **extra}
+        total, pieces, counted = counter.LineCounts(), [], []
+        for file, names in wanted.items():
+            inside, left = counter.count_definitions(texts[file], names, helpers=True)
+            total += inside
+            rest = left if file == path else rest
+            spans = counter.definition_spans(texts[file], names, helpers=True)
+            pieces += [(file, span_text(texts[file], first, last)) for first, last in spans.values()]
+            counted += [n if file == path else f"{file}:{n}" for n in spans if n not in functions]
+        result = {"code_lines": total.code, "kernel_code_lines": kernel.code, "total_lines": total.total,
+                  "counted_with": ";".join(counted)}
         if glue:
             result.update(glue_code_lines=rest.code, glue_total_lines=rest.total)
     result["pygount_source_lines"] = pygount_source_lines(pieces)
@@ -77,13 +101,19 @@ def project_row(entry: dict) -> dict:
     row = _base_row(entry)
     row.update(repo=PROJECT_REPO, commit=project_commit())
     glue_files = list(entry.get("glue_files") or [])
-    texts = {path: read_project_file(path) for path in [*entry["files"], *glue_files]}
+    extra = with_names(entry)
+    paths = list(dict.fromkeys([*entry["files"], *extra, *glue_files]))
+    texts = {path: read_project_file(path) for path in paths}
     absent = [path for path, text in texts.items() if text is None]
     if absent:
         row.update(status="missing", note=f"not in the working tree yet: {', '.join(absent)}")
         return _stamp(row)
-    glue = [counter.count_file(texts.pop(path), path) for path in glue_files]
-    row = _count_into(row, texts, entry)
+    try:  # a glue file's functions counted `with` the kernel are not glue
+        glue = [counter.count_definitions(texts[path], extra[path], helpers=True)[1] if path in extra
+                else counter.count_file(texts[path], path) for path in glue_files]
+    except counter.MissingDefinition:
+        glue = []  # reported by _count_into below
+    row = _count_into(row, {p: t for p, t in texts.items() if p not in glue_files or p in extra}, entry)
     if row["status"] == "ok" and glue:
         extra = sum(glue, counter.LineCounts())
         row["glue_code_lines"] = int(row.get("glue_code_lines") or 0) + extra.code
@@ -95,7 +125,7 @@ def project_row(entry: dict) -> dict:
 def _count_into(row: dict, texts: dict[str, str], entry: dict) -> dict:
     """Fill the counts, or a status saying why they could not be had."""
     try:
-        row.update(count_texts(texts, list(entry.get("functions") or []), is_project(entry)))
+        row.update(count_texts(texts, list(entry.get("functions") or []), is_project(entry), with_names(entry)))
         row["status"] = "ok"
     except counter.MissingDefinition as missing:
         row.update(status="missing function", note=f"{missing.args[0]} not defined")
@@ -112,7 +142,7 @@ def upstream_row(entry: dict, sources: Path | None, committed: dict[str, dict]) 
     if sources is not None:
         try:
             reader = UpstreamReader(sources, entry["repo"], entry["commit"])
-            texts = {path: reader.read(path) for path in entry["files"]}
+            texts = {path: reader.read(path) for path in dict.fromkeys([*entry["files"], *with_names(entry)])}
         except SourceUnavailable as why:
             reader, reason = None, str(why)
         if reader is not None:

@@ -1,15 +1,16 @@
-"""One (case, backend) measurement: probe, gate on fresh inputs, then time. Returns a result row."""
+"""Measuring one case: per backend probe, gate on fresh inputs, then interleaved timing trials. Returns result rows."""
 from __future__ import annotations
 
 import math
 import traceback
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from repro.measure.cpu_timer import time_cpu
 from repro.measure.experiment import Backend, Experiment
 from repro.measure.gate import default_check, poison_allocator, poison_outputs
 from repro.measure.settings import BenchSettings
-from repro.measure.timer import L2Flusher, time_cuda
+from repro.measure.stats import join_trials
+from repro.measure.timer import L2Flusher, summarize, time_cuda
 
 
 def _gate(exp: Experiment, backend: Backend, case: dict, settings: BenchSettings, device: str):
@@ -50,34 +51,75 @@ def _throughput(exp: Experiment, case: dict, ms: float, hw: Mapping) -> dict:
     return {"tflops": tflops, "gbps": gbps, "tflops_frac": tf_frac, "bw_frac": bw_frac, "roofline_frac": roof}
 
 
-def measure(exp: Experiment, backend: Backend, case: dict, settings: BenchSettings, hw: Mapping,
-            flusher: L2Flusher | None = None, device: str = "cuda") -> dict[str, Any]:
-    """Never raises for a backend's own failure: the row's status says what happened."""
-    reason = backend.refuses(case) or backend.probe() or backend.unavailable_on(hw)
-    if reason:
-        return {"status": "skipped", "error": f"skipped: {reason}"}
+def _failure(exc: BaseException) -> dict:
     import torch
 
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return {"status": "oom", "error": f"out of memory: {str(exc).splitlines()[0][:300]}"}
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
+    return {"status": "error", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}{where}"}
+
+
+def _ready(exp: Experiment, backend: Backend, case: dict, settings: BenchSettings, hw: Mapping, device: str):
+    """Probe and gate one backend: (final row, None) when it will not be timed, else (row so far, fn)."""
+    reason = backend.refuses(case) or backend.probe() or backend.unavailable_on(hw)
+    if reason:
+        return {"status": "skipped", "error": f"skipped: {reason}"}, None
     try:
         fn, inputs, figures = _gate(exp, backend, case, settings, device)
-        row = {"rel_l2": figures["rel_l2"], "max_abs": figures["max_abs"]}
-        if figures.get("note"):
-            row["error"] = figures["note"]  # on an ok row: what the gate did not compare
-        if not figures["passed"]:
-            return {**row, "status": "incorrect", "error": figures["error"]}
-        if not backend.timed:
-            return {**row, "status": "ok", "error": "reference only: not timed"}
-        timer = time_cuda if device != "cpu" else time_cpu
-        timing = timer(fn, settings.timer, flusher)
-        del fn, inputs
-        return {**row, "status": "ok", "median_ms": timing.median_ms, "p25_ms": timing.p25_ms,
-                "p75_ms": timing.p75_ms, "min_ms": timing.min_ms, "reps": timing.reps,
-                **_throughput(exp, case, timing.median_ms, hw)}
-    except torch.cuda.OutOfMemoryError as exc:
-        return {"status": "oom", "error": f"out of memory: {str(exc).splitlines()[0][:300]}"}
     except Exception as exc:
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
-        return {"status": "error", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}{where}"}
+        return _failure(exc), None
+    row = {"rel_l2": figures["rel_l2"], "max_abs": figures["max_abs"]}
+    if figures.get("note"):
+        row["error"] = figures["note"]  # on an ok row: what the gate did not compare
+    if not figures["passed"]:
+        return {**row, "status": "incorrect", "error": figures["error"]}, None
+    if not backend.timed:
+        return {**row, "status": "ok", "error": "reference only: not timed"}, None
+    return row, (fn, inputs)  # inputs stay alive while fn is timed
+
+
+def measure_case(exp: Experiment, backends: Sequence[Backend], case: dict, settings: BenchSettings, hw: Mapping,
+                 flusher: L2Flusher | None = None, device: str = "cuda") -> dict[str, dict[str, Any]]:
+    """Measure several backends of one case: gate each, then `settings.trials` timing trials
+    interleaved over the backends that passed (A B C, B C A, ...), so that a drifting machine
+    touches every backend alike. A row's figures come from its pooled samples; `trial_ms` keeps
+    each trial's median for the paired ratio intervals (repro/measure/stats.py).
+    Never raises for a backend's own failure: each row's status says what happened."""
+    import torch
+
+    rows, ready = {}, {}
+    try:
+        for backend in backends:
+            rows[backend.name], fn = _ready(exp, backend, case, settings, hw, device)
+            if fn is not None:
+                ready[backend.name] = fn
+        timer = time_cuda if device != "cpu" else time_cpu
+        trials: dict[str, list] = {name: [] for name in ready}
+        order = list(ready)
+        for t in range(settings.trials):
+            for name in order[t % len(order):] + order[:t % len(order)] if order else []:
+                if name not in ready:
+                    continue
+                try:
+                    trials[name].append(timer(ready[name][0], settings.trial_timer, flusher))
+                except Exception as exc:  # a failure while timing: the backend leaves the case
+                    rows[name] = {**rows[name], **_failure(exc)}
+                    ready.pop(name)
+        for name in ready:
+            pooled = summarize([x for timing in trials[name] for x in timing.samples_ms])
+            rows[name] = {**rows[name], "status": "ok", "median_ms": pooled.median_ms, "p25_ms": pooled.p25_ms,
+                          "p75_ms": pooled.p75_ms, "min_ms": pooled.min_ms, "reps": pooled.reps,
+                          "trials": len(trials[name]), "trial_ms": join_trials([x.median_ms for x in trials[name]]),
+                          **_throughput(exp, case, pooled.median_ms, hw)}
+        return rows
     finally:
+        ready.clear()
         torch.cuda.empty_cache()
+
+
+def measure(exp: Experiment, backend: Backend, case: dict, settings: BenchSettings, hw: Mapping,
+            flusher: L2Flusher | None = None, device: str = "cuda") -> dict[str, Any]:
+    """One backend of one case (its trials back to back): the isolated child's measurement."""
+    return measure_case(exp, [backend], case, settings, hw, flusher, device)[backend.name]

@@ -5,6 +5,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from repro.measure.settings import TimerSettings
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -14,6 +16,7 @@ class Timing:
     min_ms: float
     max_ms: float
     reps: int
+    samples_ms: tuple = ()  # the repetitions, in order (pooled over interleaved trials)
 
     @property
     def iqr_ms(self) -> float:
@@ -34,7 +37,8 @@ def summarize(samples_ms: Sequence[float]) -> Timing:
     s = sorted(float(x) for x in samples_ms)
     if not s:
         raise ValueError("no timing samples")
-    return Timing(statistics.median(s), quantile(s, 0.25), quantile(s, 0.75), s[0], s[-1], len(s))
+    return Timing(statistics.median(s), quantile(s, 0.25), quantile(s, 0.75), s[0], s[-1], len(s),
+                  tuple(float(x) for x in samples_ms))
 
 
 def rep_count(estimate_ms: float, rep_ms: float, min_reps: int, max_reps: int) -> int:
@@ -71,18 +75,17 @@ def _graph_of(fn: Callable[[], object]):
     return graph.replay
 
 
-def time_cuda(fn: Callable[[], object], *, warmup_ms: float = 25, rep_ms: float = 200, min_reps: int = 10,
-              max_reps: int = 200, flush_l2: bool = True, cuda_graph: bool = False,
-              flusher: L2Flusher | None = None) -> Timing:
+def time_cuda(fn: Callable[[], object], timing: TimerSettings, flusher: L2Flusher | None = None) -> Timing:
     """Median device time of fn() over repetitions, each bracketed by its own pair of events.
 
-    The flush runs before the start event, so it is never part of a sample. With cuda_graph, fn is
-    captured once and its replays are timed: launch overhead drops out for small kernels.
+    Every knob comes from `timing` (the run's `bench` settings; their values live only in
+    configs/bench/*.yaml). The flush runs before the start event, so it is never part of a sample.
+    With cuda_graph, fn is captured once and its replays are timed: launch overhead drops out.
     """
     import torch
 
-    call = _graph_of(fn) if cuda_graph else fn
-    flush = (flusher or L2Flusher()) if flush_l2 else (lambda: None)
+    call = _graph_of(fn) if timing.cuda_graph else fn
+    flush = (flusher or L2Flusher()) if timing.flush_l2 else (lambda: None)
     # Warm-up: module loading, autotuners and lazy init stay out of the samples.
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     call()
@@ -94,10 +97,10 @@ def time_cuda(fn: Callable[[], object], *, warmup_ms: float = 25, rep_ms: float 
         n_warm += 1
         end.record()
         end.synchronize()
-        if start.elapsed_time(end) >= warmup_ms or n_warm >= 1000:
+        if start.elapsed_time(end) >= timing.warmup_ms or n_warm >= 1000:
             break
     estimate = start.elapsed_time(end) / n_warm
-    reps = rep_count(estimate, rep_ms, min_reps, max_reps)
+    reps = rep_count(estimate, timing.rep_ms, timing.min_reps, timing.max_reps)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for i in range(reps):

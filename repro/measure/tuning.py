@@ -52,14 +52,17 @@ def compile_all(jobs: Sequence[Callable[[], object]], workers: int | None = None
 
 def pick_fastest(candidates: Sequence[K], runners: Sequence[Callable[[], object] | Exception]) -> K:
     """Time each compiled candidate briefly with the suite's timer; return the fastest."""
+    from repro.measure.settings import TimerSettings
     from repro.measure.timer import time_cuda
 
+    # The search's own short budget (ranking candidates, not a recorded figure).
+    brief = TimerSettings(warmup_ms=5, rep_ms=30, min_reps=5, max_reps=30, flush_l2=True, cuda_graph=False)
     best, best_ms = None, float("inf")
     for cand, run in zip(candidates, runners):
         if isinstance(run, Exception):
             continue
         try:
-            ms = time_cuda(run, warmup_ms=5, rep_ms=30, min_reps=5, max_reps=30).median_ms
+            ms = time_cuda(run, brief).median_ms
         except Exception:
             continue
         if ms < best_ms:

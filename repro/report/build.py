@@ -1,6 +1,9 @@
 """Regenerate paper/ from results/: tables, figures, ledger, appendix, README and the LaTeX index files."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -80,9 +83,48 @@ def clear_generated(out: Path, figures_only: bool) -> None:
                 path.unlink()
 
 
+class ReportError(ValueError):
+    """A report request that cannot be served as asked (e.g. `--out` names a file)."""
+
+
 def generate(results_dir: Path, out: Path, figures_only: bool = False, config_dir: Path = CONFIG_DIR) -> list[Path]:
-    """Write everything under `out`; returns the written files (sorted)."""
+    """Write everything under `out`; returns the written files (sorted).
+
+    Results are read (and checked) first; the report is built in a sibling folder holding a copy
+    of `out`, which replaces `out` only once everything is written. A failure at any step raises
+    (StoreError for damaged results) and leaves `out` as it was.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out.as_posix()}: that is a file; the report is written into a folder")
     results = load(results_dir)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"--out {out.as_posix()}: cannot make its folder ({exc.strerror or exc})") from None
+    # A sibling of `out`: the same depth below the same folder, so relative links come out the same.
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.build-"))
+    try:
+        if out.is_dir():
+            shutil.copytree(out, stage, symlinks=True, dirs_exist_ok=True)
+            stage.chmod(out.stat().st_mode & 0o7777)
+        else:
+            mask = os.umask(0o022)
+            os.umask(mask)
+            stage.chmod(0o777 & ~mask)  # mkdtemp makes 0700
+        written = _generate(results, stage, figures_only, config_dir)
+        old = stage.with_name(stage.name.replace(".build-", ".old-"))
+        if out.is_dir():
+            out.rename(old)
+        stage.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return sorted(out / p.relative_to(stage) for p in written)
+
+
+def _generate(results: Results, out: Path, figures_only: bool, config_dir: Path) -> list[Path]:
     clear_generated(out, figures_only)
     config = read_config(config_dir / "report.yaml")
     specs = experiment_specs(results, config)

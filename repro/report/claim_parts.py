@@ -4,9 +4,12 @@ from __future__ import annotations
 import pandas as pd
 
 from repro.report.claim_checks import builds_part, runs_part
-from repro.report.claim_notes import as_list, label_of, context_lines, coverage_lines, rule_text
+from repro.report.claim_notes import as_list, card_lines, label_of, context_lines, coverage_lines, rule_text
+from repro.report.environment import hardware_label
 from repro.report.load import Results, select_rows, status_counts
-from repro.report.verdicts import NOT_MEASURED, NOT_SUPPORTED, PARTLY, SUPPORTED, PartResult, combine, grade, statistic
+from repro.measure.stats import geomean_interval, parse_trials
+from repro.report.verdicts import (NOT_MEASURED, NOT_SUPPORTED, PARTLY, SUPPORTED, WITHIN_NOISE, PartResult, combine,
+                                   grade, grade_interval, lower, statistic)
 
 
 def filter_cases(rows: pd.DataFrame, where: str | None) -> pd.DataFrame:
@@ -22,9 +25,11 @@ def filter_cases(rows: pd.DataFrame, where: str | None) -> pd.DataFrame:
 def pair_speedups(rows: pd.DataFrame, backend: str, baselines: list[str]):
     """(speedups per case, the baseline used, subject rows); speedup = baseline time / backend time."""
     ok = rows[rows["status"] == "ok"]
-    subject = ok[ok["backend"] == backend][["case", "median_ms", "run_id"]]
+    ok = ok if "trial_ms" in ok else ok.assign(trial_ms="")
+    cols = ["case", "median_ms", "run_id", "trial_ms"]
+    subject = ok[ok["backend"] == backend][cols]
     for baseline in baselines:
-        base = ok[ok["backend"] == baseline][["case", "median_ms", "run_id"]]
+        base = ok[ok["backend"] == baseline][cols]
         if not base.empty:
             paired = subject.merge(base, on="case", suffixes=("", "_base")).dropna(subset=["median_ms"])
             paired = paired[(paired["median_ms"] > 0) & (paired["median_ms_base"] > 0)]
@@ -67,26 +72,43 @@ def _speedup_on(rows: pd.DataFrame, hw: str, part: dict, coverage: dict) -> Part
                           + coverage_lines(part, hw, coverage))
     value = statistic(paired["speedup"], stat_name)
     verdict = grade(value, threshold, part.get("partly"))
+    interval = (geomean_interval([(parse_trials(b), parse_trials(x)) for b, x in
+                                  zip(paired["trial_ms_base"], paired["trial_ms"])]) if stat_name == "geomean" else None)
+    noise = grade_interval(*interval, threshold, part.get("partly")) if interval else None
     holding, group_lines = _grouped(paired, rows, part)
-    if group_lines and 0 < len(holding) < len(group_lines):
-        verdict = PARTLY
-    elif group_lines and not holding and verdict == SUPPORTED:
-        verdict = PARTLY
-    numbers = (f"{hw}: {stat_name} {value:.2f}x vs {used} over {len(paired)} cases "
-               f"(min {paired['speedup'].min():.2f}x, max {paired['speedup'].max():.2f}x; "
+    # Groups only ever lower a verdict: a failing statistic stays failing however many groups hold.
+    if group_lines and len(holding) < len(group_lines):
+        verdict = lower(verdict, PARTLY)
+    stand_in = used in as_list(part.get("stand_in"))
+    ci = f" [95% interval {interval[0]:.2f}–{interval[1]:.2f}x]" if interval else ""
+    numbers = (f"{hw}: {stat_name} {value:.2f}x{ci} vs {used}{' (a stand-in)' if stand_in else ''} over "
+               f"{len(paired)} cases (min {paired['speedup'].min():.2f}x, max {paired['speedup'].max():.2f}x; "
                f"needs ≥ {threshold:.2f}x)")
-    details = [rule_text(part, used)]
+    details = [rule_text(part, used)] + card_lines(part, hw)
+    if noise:
+        details.append(f"the 95% interval of the {stat_name}, {interval[0]:.2f}–{interval[1]:.2f}x from paired "
+                       f"interleaved trials, straddles a threshold: {WITHIN_NOISE}, not {verdict}")
+        verdict = noise
     for skipped in baselines[:baselines.index(used)]:
         mine = rows[rows["backend"] == skipped]
         details.append(f"baseline {skipped} has no measured rows here ({status_counts(mine)}), so {used} stands in")
-    details += [f"holds for {', '.join(holding)}"] if holding and verdict == PARTLY else []
-    details += group_lines + context_lines(rows, part) + coverage_lines(part, hw, coverage)
+    if stand_in:
+        capped = verdict == SUPPORTED
+        verdict = lower(verdict, PARTLY)
+        details.append(f"measured against {used}, a stand-in for {baselines[0]}, not {baselines[0]} itself: "
+                       f"a stand-in never makes this part supported on its own"
+                       + (f" (its {value:.2f}x would be; capped at {PARTLY} until {baselines[0]} is measured)"
+                          if capped else ""))
+    if holding and verdict != SUPPORTED:
+        details.append(f"holds for {', '.join(holding)}"
+                       + (f" (beside an overall {verdict})" if verdict == NOT_SUPPORTED else ""))
+    details += group_lines + context_lines(rows, part, hw) + coverage_lines(part, hw, coverage)
     wrong = rows[(rows["backend"] == backend) & (rows["status"] == "incorrect")]
     if len(wrong):
         details.append(f"{len(wrong)} {backend} cases fail the correctness gate and are excluded")
-        verdict = PARTLY if verdict == SUPPORTED else verdict
+        verdict = lower(verdict, PARTLY)
     runs = sorted(set(paired["run_id"]) | set(paired["run_id_base"]))
-    brief = (f"{value:.2f}x vs {used} ({stat_name} of {len(paired)}; "
+    brief = (f"{value:.2f}x vs {used}{' (stand-in)' if stand_in else ''} ({stat_name} of {len(paired)}; "
              f"{paired['speedup'].min():.2f}–{paired['speedup'].max():.2f}x)")
     return PartResult(part["name"], verdict, numbers, details, runs, brief=brief)
 
@@ -102,6 +124,8 @@ def speedup_part(part: dict, results: Results, figures: dict, coverage: dict) ->
     for hw in present:
         rows = filter_cases(frame[frame["hardware"] == hw], part.get("where"))
         outcome = _speedup_on(rows, hw, part, coverage)
+        if outcome.verdict != NOT_MEASURED:
+            outcome.details.insert(1, f"measured on {hardware_label(results, hw)}")
         manifests = [results.manifests[(hw, r)]["_path"] for r in outcome.evidence if (hw, r) in results.manifests]
         csv = sorted(set(frame.loc[frame["hardware"] == hw, "csv"]))
         outcome.evidence = csv + figures.get((part.get("figure", part["experiment"]), hw), []) + manifests
@@ -115,15 +139,21 @@ def speedup_part(part: dict, results: Results, figures: dict, coverage: dict) ->
     )
 
 
-def _counted(part: dict, results: Results, key: str) -> tuple[pd.DataFrame, str]:
-    """Rows of loc.csv selected by `part[key]` that carry a count, or the reason there are none."""
+def _counted(part: dict, results: Results, key: str, column: str = "code_lines") -> tuple[pd.DataFrame, str]:
+    """Rows of loc.csv selected by `part[key]` that carry a count, or the reason there are none.
+    `column` (e.g. kernel_code_lines: a builder without its scheduling and launch code) becomes
+    code_lines where filled; the full count stays as all_code_lines."""
     loc = results.side.get("loc")
     if loc is None:
         return pd.DataFrame(), "results/loc.csv is absent"
     rows = select_rows(loc, part.get(key, {}))
     if rows.empty:
         return rows, f"no row of loc.csv matches {part.get(key)}"
-    counted = pd.to_numeric(rows.get("code_lines"), errors="coerce")
+    full = pd.to_numeric(rows.get("code_lines"), errors="coerce")
+    counted = full
+    if column != "code_lines" and column in rows:
+        counted = pd.to_numeric(rows[column], errors="coerce").fillna(full)
+    rows = rows.assign(all_code_lines=full)
     status = rows.get("status", pd.Series("ok", index=rows.index)).fillna("ok").astype(str)
     good = rows[counted.notna() & status.isin(["ok", "counted", ""])]
     if good.empty:
@@ -134,15 +164,19 @@ def _counted(part: dict, results: Results, key: str) -> tuple[pd.DataFrame, str]
 def _names(rows: pd.DataFrame) -> str:
     cols = [c for c in ("implementation", "function") if c in rows]
     glue = pd.to_numeric(rows.get("glue_code_lines", pd.Series(index=rows.index, dtype=float)), errors="coerce")
+    full = rows.get("all_code_lines", rows["code_lines"])
+    extra = rows.get("counted_with", pd.Series("", index=rows.index)).fillna("").astype(str)
     return ", ".join(
         " ".join(str(r[c]) for c in cols if str(r[c]) not in ("", "nan")) + f" = {r['code_lines']}"
+        + (f" ({full[i]:.0f} with the scheduling and launch code it needs)" if full[i] != r["code_lines"]
+           else f" (with {extra[i].replace(';', ', ')})" if extra[i] else "")
         + (f" (+{glue[i]:.0f} lines of host-side glue, not counted)" if glue[i] == glue[i] else "")
         for i, r in rows.sort_values(cols).iterrows()
     )
 
 
 def loc_budget_part(part: dict, results: Results) -> PartResult:
-    rows, why = _counted(part, results, "select")
+    rows, why = _counted(part, results, "select", part.get("column", "code_lines"))
     evidence = ["results/loc.csv"] if "loc" in results.side else []
     evidence = sorted(set(results.side["loc"]["csv"])) if "loc" in results.side else evidence
     if rows.empty:
@@ -167,9 +201,9 @@ def loc_ratio_part(part: dict, results: Results) -> PartResult:
     # Conservative: the smallest baseline against the largest of ours.
     ratio = base["code_lines"].min() / max(1, mine["code_lines"].max())
     verdict = grade(ratio, float(part["supported"]), part.get("partly", 1.0))
-    numbers = (f"{ratio:.1f}x fewer code lines (needs ≥ {float(part['supported']):.1f}x): "
+    numbers = (f"{ratio:.2f}x fewer code lines (needs ≥ {float(part['supported']):.2f}x): "
                f"{_names(mine)} vs {_names(base)}")
-    brief = f"{ratio:.0f}x fewer code lines ({int(mine['code_lines'].max())} vs {int(base['code_lines'].min())})"
+    brief = f"{ratio:.2f}x fewer code lines ({int(mine['code_lines'].max())} vs {int(base['code_lines'].min())})"
     return PartResult(part["name"], verdict, numbers, [], evidence, brief=brief)
 
 

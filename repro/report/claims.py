@@ -40,7 +40,9 @@ def claim_verdict(parts: list[PartResult]) -> str:
 
 
 def evaluate_claim(claim_id: str, rule: dict, results: Results, figures: dict, coverage: dict) -> ClaimResult:
-    parts = [evaluate_part(part, results, figures, coverage) for part in rule.get("parts", [])]
+    # The cards the claim names reach each part, which says when its rows come from another card.
+    named = {"cards_named": rule["cards_named"]} if rule.get("cards_named") else {}
+    parts = [evaluate_part({**named, **part}, results, figures, coverage) for part in rule.get("parts", [])]
     for part, spec in zip(parts, rule.get("parts", [])):
         part.on_device = spec.get("kind") in ("speedup", "runs")
         part.decides = bool(spec.get("decides", True))

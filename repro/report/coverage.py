@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from repro.report.load import Results
+from repro.results.store import Status
 
 MAX_LISTED = 6  # individual cases listed before "and N more"
 
@@ -62,7 +63,7 @@ def coverage(results: Results, experiment: str, hardware: str, config_dir: Path)
 
     backends, cases, keys = planned
     rows = results.rows(experiment, hardware)
-    measured = rows.loc[rows["status"] != "reported", "case"] if not rows.empty else []
+    measured = rows.loc[rows["status"] != Status.REPORTED, "case"] if not rows.empty else []
     run = {case_key(parse_case(c)) for c in measured}  # canonical: the file's key order may differ
     return Coverage(experiment, hardware, cases, keys, backends, run)
 
@@ -164,14 +165,14 @@ def backend_gaps(results: Results, cov: Coverage) -> list[str]:
     from repro.results.store import case_key
 
     rows = results.rows(cov.experiment, cov.hardware)
-    rows = rows[rows["status"] != "reported"] if not rows.empty else rows
+    rows = rows[rows["status"] != Status.REPORTED] if not rows.empty else rows
     lines = []
     for backend in cov.backends:
         mine = rows[rows["backend"] == backend] if not rows.empty else rows
         if mine.empty:
             lines.append(f"{backend}: no rows at all")
             continue
-        bad = mine[mine["status"] != "ok"]
+        bad = mine[mine["status"] != Status.OK]
         for status, group in bad.groupby("status", sort=True):
             reasons = sorted(set(group["error"].astype(str)) - {""})
             why = f" ({'; '.join(reasons)})" if reasons else ""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from repro.report.load import Results
 from repro.report.render import latex_escape, latex_table, markdown_table, relative, write
+from repro.results.store import Status
 
 # Manifest fields shown first (when present, by any of these flattened names); the rest follow sorted.
 KNOWN_FIELDS = [
@@ -77,7 +78,7 @@ def measured_by_run(results: Results, hardware: str, run_id: str) -> str:
     parts = []
     for name in sorted(results.experiments):
         rows = results.rows(name, hardware)
-        mine = rows[(rows["run_id"] == run_id) & (rows["status"] == "ok")] if not rows.empty else rows
+        mine = rows[(rows["run_id"] == run_id) & (rows["status"] == Status.OK)] if not rows.empty else rows
         if not mine.empty:
             parts.append(f"{name}: {', '.join(sorted(set(mine['backend'])))}")
     return "; ".join(parts) or "none"

@@ -7,10 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from repro.report import style
+from repro.report.claim_notes import same_card
 from repro.report.claim_parts import filter_cases
 from repro.report.environment import hardware_label
 from repro.report.load import Results, sort_rows
-from repro.report.plots import Y_LABELS, draw_bars, draw_lines, in_panel
+from repro.report.plots import Y_LABELS, annotated, draw_bars, draw_lines, in_panel
 
 
 @dataclass
@@ -40,7 +41,7 @@ def experiment_figures(results: Results, name: str, spec: dict, out: Path, label
         if any(k and k not in frame for k in needed):
             continue  # this experiment's results lack a parameter the figure needs
         for hw in sorted(frame["hardware"].unique()):
-            rows = filter_cases(frame[frame["hardware"] == hw], fig_spec.get("where")).copy()
+            rows, elsewhere = published_here(filter_cases(frame[frame["hardware"] == hw], fig_spec.get("where")), hw)
             y = fig_spec.get("y", "tflops")
             if y not in rows or rows[rows["status"].isin(["ok", "reported"])][y].notna().sum() == 0:
                 continue
@@ -50,9 +51,23 @@ def experiment_figures(results: Results, name: str, spec: dict, out: Path, label
                 if mine[mine["status"].isin(["ok", "reported"])][y].notna().sum() == 0:
                     continue
                 gaps = _gaps(coverage or {}, name, hw, spec, fig_spec.get("where"))
+                if elsewhere:
+                    gaps = (f"Not drawn: published figures from another card ({elsewhere}). " + gaps).strip()
                 written.append(_one_figure(results, name, spec, hw, fig_spec, split, values, mine, params, out,
                                            labels, gaps))
     return written
+
+
+def published_here(rows: pd.DataFrame, hw: str) -> tuple[pd.DataFrame, str]:
+    """(rows without the published figures whose source does not name this card, those sources):
+    a number published for another card (FlashMLA's H800 figures) is never a point on this card's chart."""
+    reported = rows["status"] == "reported"
+    source = rows["source"].astype(str) if "source" in rows else pd.Series("", index=rows.index)
+    away = reported & ~source.map(lambda text: same_card(text, hw)).astype(bool)
+    names = sorted(set(source[away]) - {""})
+    if away.any() and not names:
+        names = ["their source names no card"]
+    return rows[~away].copy(), "; ".join(names)
 
 
 def _gaps(coverage: dict, name: str, hw: str, spec: dict, where: str | None) -> str:
@@ -87,8 +102,11 @@ def _one_figure(results, name, spec, hw, fig_spec, split, values, rows, params, 
     style.save(fig, stem)
     marks = ("measured: solid lines, filled markers; reported by others: dashed lines, hollow markers" if lines
              else "measured: filled bars; reported by others: hollow dashed bars")
-    if fig_spec.get("annotate_vs"):
-        marks += f"; numbers above the bars: {fig_spec['annotate_vs']}'s time / tilelang's time"
+    if annotated(fig_spec):
+        marks += (f"; numbers above the bars: {' and '.join(annotated(fig_spec))}'s time / "
+                  f"{spec.get('subject', 'tilelang')}'s time")
+    if fig_spec.get("logy") and not lines:
+        marks += "; log axis, bars drawn from its lower limit (a power of ten)"
     caption = (f"{title}{' (' + subset + ')' if subset else ''} on {label}. "
                f"{_upper_first(Y_LABELS.get(fig_spec.get('y', 'tflops'), 'value'))} per backend; {marks}.")
     if (sources := _sources(rows)):

@@ -12,6 +12,9 @@ RULES = ("Verdicts use measured rows only (status `ok`); published third-party n
          "`not supported` when every checked part fails, and `partly supported` otherwise (the parts say where). "
          "A claim about speed stays `not measured` until one of its hardware parts is measured: line counts and "
          "builds alone never carry it. Parts marked *context* are shown beside the claim and never decide it. "
+         "Per-group results only ever lower a part's verdict, never lift a failing one; a part measured against "
+         "a stand-in for the baseline the claim names is at most partly supported. Each measured part names "
+         "the card it was measured on, and says so where that is not the card the claim names. "
          "Rules and thresholds: `configs/claims.yaml`; each speedup part states the cases and thresholds it used.")
 
 

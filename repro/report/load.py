@@ -1,13 +1,16 @@
 """Read a results tree: per-hardware experiment CSVs, run manifests, and the CPU-side tables.
 
-Layout (the results contract):
+Layout (the results contract, owned by repro/results):
     results/<hardware>/<experiment>.csv     one row per (case, backend)
     results/<hardware>/env-<run_id>.json    one manifest per run
     results/loc.csv, results/portability.csv, results/scaling.csv   (optional)
+
+Everything is read through the store's validated readers under the store's own column names;
+anything damaged (a missing results folder, a cut or malformed CSV, a manifest that is not a
+JSON object) raises StoreError, so no report is ever made from results that could not be read.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +18,15 @@ from typing import Optional
 
 import pandas as pd
 
-from repro.results.store import parse_case
+from repro.results import manifest as mf
+from repro.results.store import FIGURES, MEASURED, StoreError, parse_case, read_csv_checked, read_results
 
-MEASURED_STATUSES = ("ok", "incorrect", "skipped", "error", "oom", "timeout")
-NUMERIC_COLUMNS = ("median_ms", "p25_ms", "p75_ms", "tflops", "gbps", "peak_fraction", "rel_l2", "max_abs")
+MEASURED_STATUSES = tuple(s.value for s in MEASURED)
+NUMERIC_COLUMNS = FIGURES
 TEXT_COLUMNS = ("experiment", "case", "backend", "status", "run_id", "error", "source")
 SIDE_TABLES = ("loc", "portability", "scaling")
+# Tables that tools write beside a hardware's experiment files; not experiments.
+HARDWARE_SIDE_TABLES = ("scaling", "isolation")
 
 
 @dataclass
@@ -32,7 +38,7 @@ class Results:
     params: dict[str, list[str]] = field(default_factory=dict)  # name -> case parameter names, in order
     manifests: dict[tuple[str, str], dict] = field(default_factory=dict)  # (hardware, run_id) -> manifest
     side: dict[str, pd.DataFrame] = field(default_factory=dict)  # loc / portability / scaling
-    notes: list[str] = field(default_factory=list)  # files skipped, and why
+    notes: list[str] = field(default_factory=list)  # remarks on the tree for the README
 
     @property
     def hardware(self) -> list[str]:
@@ -54,14 +60,9 @@ def _normalise(frame: pd.DataFrame, hardware: str, experiment: str) -> tuple[pd.
             frame[column] = ""
         frame[column] = frame[column].map(lambda v: "" if v is None or v != v else str(v)).astype(object)
     frame.loc[frame["experiment"] == "", "experiment"] = experiment
-    if "peak_fraction" not in frame:
-        # The harness writes the roofline share (the larger of the compute and HBM shares) instead.
-        for column in ("roofline_frac", "tflops_frac"):
-            if column in frame:
-                frame["peak_fraction"] = frame[column]
-                break
     for column in NUMERIC_COLUMNS:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else float("nan")
+        if column not in frame:
+            frame[column] = float("nan")
     parsed = [parse_case(case) for case in frame["case"]]
     params: list[str] = []
     for case in parsed:
@@ -73,19 +74,21 @@ def _normalise(frame: pd.DataFrame, hardware: str, experiment: str) -> tuple[pd.
     return frame, params
 
 
-def _read_csv(path: Path, notes: list[str], text: tuple = ()) -> Optional[pd.DataFrame]:
-    try:
-        # Text columns stay text: an all-digit run id must not turn into a float.
-        return pd.read_csv(path, dtype={c: str for c in text})
-    except Exception as exc:  # a corrupt file is reported, never silently dropped
-        notes.append(f"skipped {path.as_posix()}: {type(exc).__name__}: {exc}")
-        return None
+def _side_table(results: Results, name: str, path: Path) -> None:
+    frame = read_csv_checked(path)
+    frame["csv"] = path.relative_to(results.root.parent).as_posix()
+    if name in results.side:
+        frame = pd.concat([results.side[name], frame], ignore_index=True)
+    results.side[name] = frame
 
 
 def _load_hardware(results: Results, folder: Path) -> None:
     for path in sorted(folder.glob("*.csv")):
-        frame = _read_csv(path, results.notes, TEXT_COLUMNS)
-        if frame is None or frame.empty:
+        if path.stem in HARDWARE_SIDE_TABLES:
+            _side_table(results, path.stem, path)
+            continue
+        frame = read_results(path)
+        if frame.empty:
             continue
         frame, params = _normalise(frame, folder.name, path.stem)
         frame["csv"] = path.relative_to(results.root.parent).as_posix()
@@ -96,14 +99,8 @@ def _load_hardware(results: Results, folder: Path) -> None:
         results.params[name] = results.params.get(name, []) + [
             p for p in params if p not in results.params.get(name, [])
         ]
-    for path in sorted(folder.glob("env-*.json")):
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            results.notes.append(f"skipped {path.as_posix()}: {exc}")
-            continue
-        run_id = str(manifest.get("run_id") or path.stem.removeprefix("env-"))
-        manifest["_path"] = path.relative_to(results.root.parent).as_posix()
+    for run_id, manifest in mf.read_manifests(folder).items():
+        manifest["_path"] = mf.path_of(folder, run_id).relative_to(results.root.parent).as_posix()
         results.manifests[(folder.name, run_id)] = manifest
 
 
@@ -120,24 +117,26 @@ def sort_rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def load(root: str | Path) -> Results:
-    """Read everything under `root`; missing folders or files simply give empty parts."""
+    """Read everything under `root`; raise StoreError when it is missing or anything in it is damaged."""
     root = Path(root)
     results = Results(root=root)
     if not root.is_dir():
-        results.notes.append(f"no results folder at {root.as_posix()}")
-        return results
+        raise StoreError(f"{root.as_posix()}: no results folder there" if not root.exists()
+                         else f"{root.as_posix()}: not a folder (a results tree is a folder)")
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         _load_hardware(results, folder)
     for name, frame in list(results.experiments.items()):
         order = ["hardware"] + results.params[name] + ["backend", "status", "run_id"]
         results.experiments[name] = sort_rows(frame, order)
+    side = {name: frame for name, frame in results.side.items()}
+    results.side = {}
     for name in SIDE_TABLES:
         path = root / f"{name}.csv"
         if path.exists():
-            frame = _read_csv(path, results.notes)
-            if frame is not None:
-                frame["csv"] = path.relative_to(root.parent).as_posix()
-                results.side[name] = frame
+            _side_table(results, name, path)
+    for name, frame in side.items():  # the per-hardware ones after the tree-wide one
+        results.side[name] = pd.concat([results.side[name], frame], ignore_index=True) \
+            if name in results.side else frame
     return results
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from repro.report import style
+from repro.report.claim_notes import PUBLISHED_SUFFIX, same_card
 from repro.report.environment import hardware_label
 from repro.report.figures import Figure
 from repro.report.load import Results
@@ -36,11 +37,15 @@ def loc_backend(row: pd.Series, rules: list[dict]):
 
 
 def _best(results: Results, experiment: str, backend: str, hardware: str) -> tuple[float, bool]:
-    """(best TFLOPS, reported?): measured ok rows first, else published rows of that backend."""
+    """(best TFLOPS, reported?): measured ok rows first, else published rows of that backend on this card."""
     rows = results.rows(experiment, hardware)
     if rows.empty:
         return float("nan"), False
-    mine = rows[rows["backend"] == backend]
+    mine = rows[rows["backend"].isin([backend, f"{backend}{PUBLISHED_SUFFIX}"])]
+    # A published figure counts only where its source names this card (never FlashMLA's H800 numbers
+    # on an H100 chart).
+    here = mine["source"].astype(str).map(lambda s: same_card(s, hardware)).astype(bool)
+    mine = mine[(mine["status"] != "reported") | here]
     for status, reported in (("ok", False), ("reported", True)):
         values = mine.loc[mine["status"] == status, "tflops"].dropna()
         if not values.empty:

@@ -6,6 +6,7 @@ or bars, in the backend's colour. Panels that lack planned points say so in thei
 from __future__ import annotations
 
 import itertools
+import math
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -175,37 +176,62 @@ def case_labels(rows: pd.DataFrame, label_of: list[str], keyed: bool) -> pd.Seri
     return pd.Series(["×".join(str(v) for v in t) for t in rows[label_of].itertuples(index=False)], index=rows.index)
 
 
+def annotated(spec: dict) -> list[str]:
+    """The backends whose time over the subject's is written above the bars (`annotate_vs`: one or a list)."""
+    versus = spec.get("annotate_vs") or []
+    return [versus] if isinstance(versus, str) else list(versus)
+
+
+def bar_base(values) -> float:
+    """A log axis's bars start here: the power of ten below the smallest bar, so that the axis
+    holds every bar whole (its base included) instead of cutting them off."""
+    positive = [float(v) for v in values if v == v and v > 0]
+    return 10.0 ** math.floor(math.log10(min(positive)) - 1e-9) if positive else 1.0
+
+
+def _ratio_text(times: pd.DataFrame, case: str, subject: str, versus: list[str]) -> str:
+    """'1.23×' for one baseline; '6.71× torch' per line for several; '' where a time is missing."""
+    lines = []
+    for other in versus:
+        if case in times.index and {subject, other} <= set(times.columns) \
+                and times.loc[case].notna()[[subject, other]].all():
+            ratio = times.loc[case, other] / times.loc[case, subject]
+            lines.append(f"{ratio:.2f}×" + (f" {other}" if len(versus) > 1 else ""))
+    return "\n".join(lines)
+
+
 def _bar_panel(ax, mine: pd.DataFrame, cases: list[str], y: str, spec: dict, labels: dict) -> None:
     backends = [(b, False) for b in style.order(mine.loc[mine["status"] == "ok", "backend"])]
     backends += [(b, True) for b in style.order(mine.loc[mine["status"] == "reported", "backend"])]
     width = 0.8 / max(1, len(backends))
+    base = bar_base(mine[y]) if spec.get("logy") else 0.0
     tops: dict[str, float] = {}
     for i, (backend, reported) in enumerate(backends):
         sel = mine[(mine["backend"] == backend) & ((mine["status"] == "reported") == reported)]
         heights = sel.groupby("_label")[y].median()
         xs = [j + (i - (len(backends) - 1) / 2) * width for j, c in enumerate(cases) if c in heights]
         kw = style.line_style(backend, reported, labels.get(backend))
-        ax.bar(xs, [heights[c] for c in cases if c in heights], width * 0.92, label=kw["label"],
+        ax.bar(xs, [heights[c] - base for c in cases if c in heights], width * 0.92, bottom=base, label=kw["label"],
                color="white" if reported else kw["color"], edgecolor=kw["color"],
                linestyle="--" if reported else "-", linewidth=1.0)
         for c in heights.index:
             tops[c] = max(tops.get(c, 0.0), float(heights[c]))
-    versus = spec.get("annotate_vs")
+    versus = annotated(spec)
     if versus:
         ok = mine[mine["status"] == "ok"]
         times = ok.pivot_table(index="_label", columns="backend", values="median_ms", aggfunc="median")
         subject = spec.get("subject", "tilelang")
         for j, c in enumerate(cases):
-            if c in times.index and {subject, versus} <= set(times.columns) and times.loc[c].notna()[[subject, versus]].all():
-                ax.annotate(f"{times.loc[c, versus] / times.loc[c, subject]:.2f}×", (j, tops.get(c, 0.0)),
-                            xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7.5)
+            if (text := _ratio_text(times, c, subject, versus)):
+                ax.annotate(text, (j, tops.get(c, 0.0)), xytext=(0, 3), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=7.5)
     if spec.get("logy"):
         ax.set_yscale("log")
-        low, high = ax.get_ylim()
-        ax.set_ylim(low, high * 2.5)  # room for the annotations
+        top = max(tops.values(), default=base * 10)
+        ax.set_ylim(base, top * (2.5 * len(versus) if versus else 1.5))  # the bars' base; room above
         log_ticks(ax)
     else:
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.1)
+        ax.set_ylim(0, ax.get_ylim()[1] * (1.1 + 0.1 * max(0, len(versus) - 1)))
 
 
 def draw_bars(rows: pd.DataFrame, spec: dict, params: list[str], title: str, labels: dict):
@@ -245,9 +271,10 @@ def draw_bars(rows: pd.DataFrame, spec: dict, params: list[str], title: str, lab
             ax.set_ylabel(Y_LABELS.get(y, y))
     for ax in (flat if spec.get("panel_layout") == "row" else flat[-1:]):
         ax.set_xlabel(spec.get("xlabel", "×".join(label_of) or "case"))
-    if spec.get("annotate_vs"):
-        title += (f"\nnumbers above the bars: {spec['annotate_vs']}'s time / {spec.get('subject', 'tilelang')}'s "
-                  f"time (above 1: {spec.get('subject', 'tilelang')} faster)")
+    if annotated(spec):
+        subject = spec.get("subject", "tilelang")
+        title += (f"\nnumbers above the bars: {' and '.join(annotated(spec))}'s time / {subject}'s "
+                  f"time (above 1: {subject} faster)")
     fig.suptitle(title, fontsize=10)
     legend(fig, flat)
     return fig

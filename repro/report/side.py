@@ -12,6 +12,7 @@ from repro.report.figures import Figure
 from repro.report.loc_figure import loc_backend
 from repro.report.load import Results
 from repro.report.render import latex_table, markdown_table, write
+from repro.results.store import Status
 
 
 def loc_with_speed(results: Results, config: dict, hardware: str) -> pd.DataFrame:
@@ -25,7 +26,7 @@ def loc_with_speed(results: Results, config: dict, hardware: str) -> pd.DataFram
         backend = loc_backend(row, spec.get("backend_rules", []))
         experiment = to_exp.get(str(row.get("operator")), str(row.get("operator")))
         rows = results.rows(experiment, hardware)
-        ok = rows[(rows["status"] == "ok") & (rows["backend"] == backend)] if backend and not rows.empty else rows
+        ok = rows[(rows["status"] == Status.OK) & (rows["backend"] == backend)] if backend and not rows.empty else rows
         timed = specs.get(experiment, {}).get("metric", "tflops") == "tflops"
         backends.append(backend or "")
         best.append(ok["tflops"].max() if backend and timed and not ok.empty else float("nan"))

@@ -14,6 +14,8 @@ matplotlib.use("Agg")  # no display, and the same rasteriser everywhere
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from repro.results.store import measured_backend  # noqa: E402
+
 # Fixed per backend across all figures (Okabe-Ito-like, colour-blind safe first).
 BACKEND_COLORS = {
     "tilelang": "#D55E00",
@@ -41,13 +43,14 @@ PNG_METADATA = {"Software": None}
 
 
 def color(backend: str) -> str:
+    backend = measured_backend(backend)  # a published figure (fa3_paper) in its backend's colour
     if backend in BACKEND_COLORS:
         return BACKEND_COLORS[backend]
     return _SPARE[zlib.crc32(backend.encode()) % len(_SPARE)]
 
 
 def marker(backend: str) -> str:
-    return MARKERS.get(backend, "o")
+    return MARKERS.get(measured_backend(backend), "o")
 
 
 def order(backends) -> list[str]:

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from repro.measure.stats import case_interval, parse_trials
+
 from repro.report import style
 from repro.report.environment import hardware_label
 from repro.report.load import Results, sort_rows
 from repro.report.render import latex_escape, latex_table, markdown_table, write
+from repro.results.store import Status
 
 
 @dataclass
@@ -36,7 +39,7 @@ def _metric(rows: pd.DataFrame, spec: dict) -> str:
 
 
 def _cell(row: pd.Series, metric: str) -> str:
-    if row["status"] != "ok":
+    if row["status"] != Status.OK:
         return row["status"]
     value = row[metric]
     if value != value:  # correctness-only backend: checked, not timed
@@ -45,15 +48,17 @@ def _cell(row: pd.Series, metric: str) -> str:
 
 
 def _speedup_text(subject: pd.Series | None, base: pd.Series | None) -> tuple[str, float]:
-    ok = subject is not None and base is not None and subject["status"] == base["status"] == "ok"
+    ok = subject is not None and base is not None and subject["status"] == base["status"] == Status.OK
     if not ok or not (subject["median_ms"] > 0 and base["median_ms"] > 0):
         return "–", float("nan")
     value = base["median_ms"] / subject["median_ms"]
-    return f"{value:.2f}x", value
+    _, low, high = case_interval(parse_trials(base.get("trial_ms")), parse_trials(subject.get("trial_ms")))
+    interval = f" [{low:.2f}–{high:.2f}]" if low == low and high == high else ""  # 95%, paired trials
+    return f"{value:.2f}x{interval}", value
 
 
 def _best(group: pd.DataFrame, metric: str):
-    timed = group[(group["status"] == "ok") & group[metric].notna()]
+    timed = group[(group["status"] == Status.OK) & group[metric].notna()]
     if timed.empty:
         return None
     return timed.loc[timed[metric].idxmax() if metric in HIGHER_IS_BETTER else timed[metric].idxmin(), "backend"]
@@ -76,7 +81,7 @@ def _timed_backends(rows: pd.DataFrame, metric: str) -> tuple[list[str], list[st
     shown, checked = [], []
     for backend in style.order(rows["backend"]):
         mine = rows[rows["backend"] == backend]
-        only_checked = (mine["status"] == "ok").all() and mine[metric].isna().all()
+        only_checked = (mine["status"] == Status.OK).all() and mine[metric].isna().all()
         (checked if only_checked else shown).append(backend)
     return shown, checked
 
@@ -102,7 +107,7 @@ def build_table(rows: pd.DataFrame, params: list[str], subject: str, spec: dict)
             cells.append(text)
             if value == value:
                 speedups[b].append(value)
-        frac = by_backend[subject]["peak_fraction"] if subject in by_backend else float("nan")
+        frac = by_backend[subject]["roofline_frac"] if subject in by_backend else float("nan")
         cells.append(f"{100 * frac:.0f}%" if frac == frac else "–")
         table.rows.append(cells)
         table.best.append(len(columns) + backends.index(best) if best else None)
@@ -174,7 +179,7 @@ def write_experiment(results: Results, name: str, spec: dict, subject: str, out:
         rows = frame[frame["hardware"] == hw]
         label = hardware_label(results, hw)
         md.append(f"## {label}\n")
-        measured, published = rows[rows["status"] != "reported"], rows[rows["status"] == "reported"]
+        measured, published = rows[rows["status"] != Status.REPORTED], rows[rows["status"] == Status.REPORTED]
         if not measured.empty:
             table = build_table(measured, params, subject, spec)
             unit = UNITS[table.metric]

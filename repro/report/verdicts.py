@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 SUPPORTED, PARTLY, NOT_SUPPORTED, NOT_MEASURED = "supported", "partly supported", "not supported", "not measured"
-VERDICTS = (SUPPORTED, PARTLY, NOT_SUPPORTED, NOT_MEASURED)
+# The 95% interval of the statistic straddles a threshold: the measurement cannot tell.
+WITHIN_NOISE = "within noise"
+VERDICTS = (SUPPORTED, PARTLY, WITHIN_NOISE, NOT_SUPPORTED, NOT_MEASURED)
 
 
 @dataclass
@@ -32,7 +34,27 @@ def combine(verdicts: list[str]) -> str:
         return SUPPORTED
     if all(v == NOT_SUPPORTED for v in measured):
         return NOT_SUPPORTED
+    if len(measured) == len(verdicts) and all(v in (SUPPORTED, WITHIN_NOISE) for v in measured):
+        return WITHIN_NOISE  # nothing fails, but not every part is shown beyond the noise
     return PARTLY
+
+
+RANK = {NOT_SUPPORTED: 0, PARTLY: 1, SUPPORTED: 2}
+
+
+def lower(verdict: str, cap: str) -> str:
+    """The verdict, at most `cap` (a cap only ever lowers: `not supported` stays so; `not measured` too)."""
+    if verdict not in RANK or cap not in RANK:
+        return verdict
+    return verdict if RANK[verdict] <= RANK[cap] else cap
+
+
+def grade_interval(low: float, high: float, supported: float, partly: float | None) -> str | None:
+    """WITHIN_NOISE when the interval [low, high] straddles a threshold, else None (grade the value)."""
+    for threshold in (supported, partly):
+        if threshold is not None and low < threshold <= high:
+            return WITHIN_NOISE
+    return None
 
 
 def grade(value: float, supported: float, partly: float | None) -> str:

@@ -1,12 +1,23 @@
-"""The environment manifest written beside each run's rows: what ran, where, with which software."""
+"""The environment manifest written beside each run's rows: what ran, where, with which software.
+
+results/<hardware>/env-<run_id>.json, a JSON object; written once the run's first row is stored
+(a run refused before that leaves none), read back through `read_manifest`, which refuses a
+damaged one as the store refuses a damaged results file.
+"""
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
+import os
 import platform
 import subprocess
+import tempfile
 from pathlib import Path
+
+from repro.results.store import StoreError
+
+PREFIX, SUFFIX = "env-", ".json"
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,8 +104,55 @@ def code_hash(paths) -> str:
     return h.hexdigest()[:12]
 
 
+def path_of(directory: Path, run_id: str) -> Path:
+    return Path(directory) / f"{PREFIX}{run_id}{SUFFIX}"
+
+
+def run_id_of(path: Path) -> str:
+    return Path(path).name.removeprefix(PREFIX).removesuffix(SUFFIX)
+
+
 def write(manifest: dict, directory: Path, run_id: str) -> Path:
-    path = Path(directory) / f"env-{run_id}.json"
+    """Write (atomically) the manifest of one run."""
+    path = path_of(directory, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; manifests are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return path
+
+
+def _damaged(path: Path, what: str) -> StoreError:
+    return StoreError(f"{path}: {what}; move it aside or fix it")
+
+
+def read_manifest(path: Path) -> dict:
+    """One run's manifest, checked: a JSON object whose run id (if recorded) is the file's own."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _damaged(path, f"unreadable run manifest ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise _damaged(path, f"a run manifest must be a JSON object, this one is a {type(data).__name__}")
+    recorded = data.get("run_id")
+    if recorded is not None and str(recorded) != run_id_of(path):
+        raise _damaged(path, f"run_id {recorded!r} does not match the file name")
+    for key, kind in (("gpu", dict), ("gpu_state", list), ("timestamp", str)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise _damaged(path, f"`{key}` must be a JSON {'object' if kind is dict else kind.__name__}")
+    return data
+
+
+def read_manifests(directory: Path) -> dict[str, dict]:
+    """run id -> manifest, for every env-*.json in one hardware folder (sorted by file name)."""
+    return {run_id_of(p): read_manifest(p) for p in sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}"))}

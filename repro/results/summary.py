@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from repro.results.store import Status
+
 
 def summary_table(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    measured = df[df["status"] == "ok"].dropna(subset=["median_ms"])
+    measured = df[df["status"] == Status.OK].dropna(subset=["median_ms"])
     if measured.empty:
         return pd.DataFrame()
     table = measured.pivot_table(index="case", columns="backend", values="tflops", aggfunc="first")

@@ -54,11 +54,13 @@ def _die_with_parent() -> None:
 
 def _serve(conn) -> None:
     """The child: set up from the first message, then measure what the parent sends until None."""
+    from repro.measure.case import measure_case
     from repro.measure.experiment import load_experiment
-    from repro.measure.case import measure
+    from repro.measure.settings import BenchSettings
 
     _die_with_parent()
-    exp_name, settings, hw, device = conn.recv()
+    exp_name, settings_json, hw, device = conn.recv()
+    settings = BenchSettings.from_json(settings_json)
     exp, flusher = load_experiment(exp_name), None
     while True:
         try:
@@ -73,12 +75,12 @@ def _serve(conn) -> None:
                 exp.prepare(*payload)
                 result = {"status": "ok"}
             else:
-                if flusher is None and device != "cpu" and settings["flush_l2"]:
+                if flusher is None and device != "cpu" and settings.flush_l2:
                     from repro.measure.timer import L2Flusher
 
                     flusher = L2Flusher()
-                backend, case = payload
-                result = measure(exp, exp.backend(backend), case, settings, hw, flusher, device)
+                names, case = payload
+                result = measure_case(exp, [exp.backend(n) for n in names], case, settings, hw, flusher, device)
         except BaseException as exc:  # measure() catches a backend's faults; this is for the rest
             result = _failure_row(exc)
         conn.send(result)
@@ -98,8 +100,9 @@ def _death_row(exitcode: Optional[int]) -> dict:
 class Sandbox:
     """A child process measuring one experiment's (case, backend) pairs, one at a time."""
 
-    def __init__(self, exp_name: str, settings: dict, hw: dict, device: str = "cuda"):
-        self.args = (exp_name, settings, hw, device)
+    def __init__(self, exp_name: str, settings, hw: dict, device: str = "cuda"):
+        self.settings = settings  # a BenchSettings; the child gets it as JSON and rebuilds it
+        self.args = (exp_name, settings.to_json(), hw, device)
         self.proc = self.conn = None
 
     def _start(self) -> None:
@@ -140,7 +143,8 @@ class Sandbox:
                                                         "(bench.timeout_s); child killed"}
         except (EOFError, OSError):
             result = _death_row(self._exit_code())
-        if result.get("status") in RESTART_AFTER or self.proc.poll() is not None:
+        rows = [result] if "status" in result else list(result.values())  # one failure, or a case's rows
+        if any(r.get("status") in RESTART_AFTER for r in rows) or self.proc.poll() is not None:
             self.stop()
         return result
 
@@ -151,7 +155,18 @@ class Sandbox:
             return None
 
     def measure(self, backend: str, case: dict) -> dict:
-        return self._call(("measure", (backend, case)), float(self.args[1]["timeout_s"]))
+        """One backend of a case in the child: its row (a crash, hang or OOM becomes the row)."""
+        result = self._call(("measure", ([backend], case)), self.settings.timeout_s)
+        return result.get(backend, result) if "status" not in result else result
+
+    def measure_case(self, names: list[str], case: dict) -> dict[str, dict]:
+        """Every backend of a case in one child, their trials interleaved there. When the child
+        dies, hangs or runs out of memory, nobody knows which backend did it: each is then
+        measured alone in a fresh child, so the culprit gets the failure row and the rest theirs."""
+        result = self._call(("measure", (list(names), case)), self.settings.timeout_s * max(1, len(names)))
+        if "status" not in result:
+            return result
+        return {name: self.measure(name, case) for name in names}
 
     def prepare(self, cases: list, backends: list, limit_s: float) -> dict:
         return self._call(("prepare", (cases, backends)), limit_s)

@@ -30,15 +30,15 @@ MODES = ("false", "true")
 
 
 def sweep(results: Path, caches: Path, subset: str, isolate: str, extra: list[str]) -> float:
-    """One single-GPU multirun over the experiments; returns its wall time in seconds."""
+    """One single-GPU run of each experiment; returns their wall time in seconds."""
     env = {**os.environ, "REPRO_CACHE": str(caches / "knobs"), "TILELANG_CACHE_DIR": str(caches / "tilelang"),
            "TRITON_CACHE_DIR": str(caches / "triton")}
-    cmd = [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={','.join(EXPERIMENTS)}",
-           f"results_dir={results}", f"hydra.sweep.dir={results}-multirun", f"bench.isolate={isolate}",
-           *SUBSETS[subset], *extra]
-    print(f"[isolation] bench.isolate={isolate}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    for name in EXPERIMENTS:
+        cmd = [sys.executable, str(ROOT / "run.py"), f"experiment={name}", f"results_dir={results}",
+               f"bench.isolate={isolate}", *SUBSETS[subset][name], *extra]
+        print(f"[isolation] bench.isolate={isolate}: {' '.join(cmd[1:])}", flush=True)
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True)
     return time.perf_counter() - start
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro.results.store import (PARTS, REQUIRED, StoreError, atomic_write_csv, locked, newest_rows, order_columns,
+from repro.results.store import (PARTS, REQUIRED, Status, StoreError, atomic_write_csv, locked, newest_rows, order_columns,
                          part_files, read_results)
 
 
@@ -49,8 +49,8 @@ def merge_experiment(root: Path, hardware: str, experiment: str, report: MergeRe
         except StoreError as exc:  # never overwrite a damaged main file
             report.problems.append(str(exc))
             return
-        if any((f["status"] == "reported").any() for f in frames):
-            base = base[base["status"] != "reported"]  # published rows are refreshed as a whole
+        if any((f["status"] == Status.REPORTED).any() for f in frames):
+            base = base[base["status"] != Status.REPORTED]  # published rows are refreshed as a whole
         merged = newest_rows([base, *frames])
         columns = [c for f in (base, *frames) for c in f.columns]
         atomic_write_csv(order_columns(merged, columns), main)

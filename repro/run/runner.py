@@ -1,6 +1,7 @@
 """Runs one experiment's sweep: validate, claim a GPU, detect hardware, then gate and time each (case, backend)."""
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import os
 import secrets
@@ -14,15 +15,18 @@ from omegaconf import DictConfig
 from repro.results import manifest as mf
 from repro.measure.experiment import Experiment
 from repro.measure.hardware import detect_device, resolve_profile
-from repro.measure.case import measure
+from repro.measure.case import measure_case
+from repro.measure.stats import case_interval, parse_trials
 from repro.run.plan import plan
 from repro.run.shard import parse_shard, shard_label
-from repro.results.store import ResultsStore, case_key, part_files
+from repro.results.store import ResultRow, ResultsStore, Status, case_key, part_files
 from repro.results.summary import print_summary
-from repro.run.validate import check_launcher, settings_of
+from repro.run.validate import check_launcher, check_results_dir, settings_of
 
 ROOT = Path(__file__).resolve().parents[2]
-HARNESS_FILES = ["repro/measure/gate.py", "repro/measure/timer.py", "repro/measure/case.py"]
+# The code that measures one case, in the sweep's process and in a sandbox child.
+HARNESS_ENTRIES = ["repro/measure/case.py", "repro/run/isolate.py"]
+PROJECT_PACKAGES = ("experiments", "kernels", "repro")  # followed by import_closure; the rest is the environment
 # The self-test's stand-in for a hardware profile: no peaks, so no roofline fractions.
 CPU_PROFILE = {"name": "cpu", "vendor": "cpu", "peak_tflops": {}, "hbm_tbps": None}
 
@@ -56,10 +60,60 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
 
 
+def _module_file(name: str) -> Optional[Path]:
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Every module name an import statement in `path` names, at any depth (function-level too);
+    `from a import b` names both `a` and `a.b` (b may be a module), relative imports resolved."""
+    rel = path.relative_to(ROOT).with_suffix("").parts
+    package = rel[:-1]  # a module's package; for a package's __init__, the package itself
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join([*package[:len(package) - node.level + 1], *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def import_closure(entries: list[Path]) -> list[Path]:
+    """The project's own files (PROJECT_PACKAGES) that importing `entries` runs, transitively,
+    with the `__init__.py` of each package on the way."""
+    seen: set[Path] = set()
+    todo = list(entries)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for name in [module, *_imported_names(path)]:  # importing a module runs its packages' __init__ too
+            parts = name.split(".")
+            if parts[0] not in PROJECT_PACKAGES:
+                continue
+            for depth in range(1, len(parts) + 1):
+                found = _module_file(".".join(parts[:depth]))
+                if found is not None and found not in seen:
+                    todo.append(found)
+    return sorted(seen)
+
+
 def source_files(exp: Experiment) -> list[Path]:
-    files = [ROOT / f for f in HARNESS_FILES] + [ROOT / "experiments" / f"{exp.name}.py"]
-    files += sorted((ROOT / "kernels").rglob("*.py")) + [ROOT / s for s in exp.sources]
-    return files
+    """What a row's `code_hash` covers: the import closure of the experiment's module and of the
+    code that measures a case (in-process and in a child), plus the experiment's declared extras."""
+    entries = [ROOT / "experiments" / f"{exp.name}.py", *(ROOT / f for f in HARNESS_ENTRIES)]
+    return sorted({*import_closure(entries), *(ROOT / s for s in exp.sources)})
 
 
 def _row(exp, case, backend, meta: dict, result: dict) -> dict:
@@ -69,12 +123,13 @@ def _row(exp, case, backend, meta: dict, result: dict) -> dict:
             "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **result}
 
 
-def _reported_rows(exp: Experiment, cfg: DictConfig, run_id: str, hw: dict) -> list[dict]:
+def _reported_rows(exp: Experiment, cfg: DictConfig, run_id: str, hw: dict) -> list[ResultRow]:
+    """The experiment's published figures, each under its own `<backend>_paper` name (never a measured key)."""
     rows = []
     for r in exp.reported(cfg) if exp.reported else []:
+        figures = {k: r[k] for k in ("tflops", "gbps", "median_ms") if r.get(k) is not None}
         params = {k: v for k, v in r.items() if k not in ("backend", "tflops", "gbps", "source", "median_ms")}
-        rows.append({"experiment": exp.name, "case": case_key(params), "status": "reported", "run_id": run_id,
-                     "hardware": hw["name"], **r})
+        rows.append(ResultRow.published(exp.name, params, r["backend"], run_id, r["source"], hw["name"], **figures))
     return rows
 
 
@@ -123,26 +178,35 @@ def _merge_now(root: Path, experiment: str, label: str) -> None:
 
 def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str) -> int:
     hw = CPU_PROFILE if device == "cpu" else resolve_profile(cfg.hardware.name, detect_device())
+    check_results_dir(cfg.results_dir, hw["name"])
     run_id = str(cfg.get("run_id") or new_run_id())
     settings = settings_of(cfg)
-    if settings.get("seed") is None:
-        settings["seed"] = int.from_bytes(os.urandom(3), "little")  # fresh inputs every run
+    if settings.seed is None:
+        settings = settings.replace(seed=int.from_bytes(os.urandom(3), "little"))  # fresh inputs every run
     root = Path(cfg.results_dir)
     manifest = mf.collect()
-    mf.write(manifest, root / hw["name"], run_id)
-    meta = {"run_id": run_id, "hardware": hw["name"], "seed": settings["seed"], "env_key": mf.env_key(manifest),
+    # Baselines built by `make baselines` (repro/baselines): on the path for the probes, and in the
+    # manifest with their pinned version or commit and how they were built.
+    from repro.baselines import activate, built_baselines
+
+    activate()
+    manifest["baselines"] = {r["name"]: f"{r.get('version') or ''} {(r.get('commit') or '')[:12]}; {r.get('built', '')}".strip()
+                             for r in built_baselines() if r.get("status") == "ok"}
+    meta = {"run_id": run_id, "hardware": hw["name"], "seed": settings.seed, "env_key": mf.env_key(manifest),
             "code_hash": mf.code_hash(source_files(exp))}
     store = _open_store(cfg, exp, hw, run_id, job, shard)
     store.params = list(cases[0].keys())
+    # The manifest follows the run's first stored row: a run refused before that leaves none.
+    store.on_first_write = lambda: mf.write(manifest, root / hw["name"], run_id)
     if shard is None or shard[0] == 0:  # one job of a sharded sweep carries the published rows
         if store.path == store.main_path:
-            store.drop_status("reported")
+            store.drop_status(Status.REPORTED)
         store.write(_reported_rows(exp, cfg, run_id, hw))
     todo = [(c, b) for c in cases for b in backends
             if cfg.get("redo") or not store.is_done(case_key(c), b, meta["code_hash"], meta["env_key"])]
     print(f"{label}{len(cases) * len(backends) - len(todo)} measured already, {len(todo)} to run "
           f"on {manifest['gpu'].get('name') or device} ({hw['name']}), run {run_id}")
-    execute(exp, todo, backends, settings, hw, store, meta, device)
+    execute(exp, todo, backends, settings, hw, store, meta, device, search=bool(cfg.get("search", True)))
     print_summary(store.df, exp.baseline)
     if store.path != store.main_path:
         if job.parallel:
@@ -157,7 +221,7 @@ def _prepare(exp, todo, backends, settings, sandbox) -> None:
     """Compile and tune before timing: in the sandbox when any backend is isolated."""
     cases = sorted({case_key(c): c for c, _ in todo}.values(), key=case_key)
     if sandbox is not None:
-        result = sandbox.prepare(cases, backends, float(settings["timeout_s"]) * max(1, len(cases)))
+        result = sandbox.prepare(cases, backends, settings.timeout_s * max(1, len(cases)))
         failure = None if result["status"] == "ok" else f"{result['status']}: {result.get('error', '')}"
     else:
         try:
@@ -169,29 +233,52 @@ def _prepare(exp, todo, backends, settings, sandbox) -> None:
         print(f"[{exp.name}] schedule search failed, using defaults: {failure}")
 
 
-def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda") -> None:
-    """Measure each pending (case, backend): untrusted ones in a sandbox child, the rest here."""
+def _with_intervals(exp, case: dict, results: dict, store) -> dict:
+    """Each timed row's speedup over the experiment's baseline with its 95% interval, from trials
+    paired with the baseline's (of this batch, or its stored row of an earlier one)."""
+    base = results.get(exp.baseline)
+    base_trials = parse_trials(base.get("trial_ms")) if base else store.trials_of(case_key(case), exp.baseline)
+    out = {}
+    for name, row in results.items():
+        trials = parse_trials(row.get("trial_ms"))
+        if row.get("status") == "ok" and trials and base_trials and name != exp.baseline:
+            row = {**row, **dict(zip(("speedup", "speedup_lo", "speedup_hi"), case_interval(base_trials, trials)))}
+        out[name] = row
+    return out
+
+
+def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda", search: bool = True) -> None:
+    """Measure each pending case, its backends' timing trials interleaved: in a sandbox child when
+    any of them is untrusted, else here; first, with `search`, the experiment's schedule search."""
     from tqdm import tqdm
 
     from repro.run.isolate import Sandbox, isolated
 
-    mode = settings["isolate"]
+    mode = settings.isolate
     any_isolated = any(isolated(mode, exp.backend(b)) for _, b in todo)
+    by_case: dict[str, tuple[dict, list[str]]] = {}
+    for case, backend in todo:
+        by_case.setdefault(case_key(case), (case, []))[1].append(backend)
     flusher = None
     with Sandbox(exp.name, settings, hw, device) if any_isolated else nullcontext() as sandbox:
-        if exp.prepare and todo:
+        if exp.prepare and todo and search:
             _prepare(exp, todo, backends, settings, sandbox)
-        bar = tqdm(todo, desc=exp.name, unit="run", dynamic_ncols=True)
-        for case, backend in bar:
-            bar.set_postfix_str(f"{backend} {case_key(case)}"[:60])
-            if isolated(mode, exp.backend(backend)):
-                result = sandbox.measure(backend, case)
-            else:
-                if flusher is None and device != "cpu" and settings["flush_l2"]:
-                    from repro.measure.timer import L2Flusher
+        with tqdm(total=len(todo), desc=exp.name, unit="run", dynamic_ncols=True) as bar:
+            for key, (case, names) in by_case.items():
+                bar.set_postfix_str(key[:60])
+                # A case with any untrusted backend goes whole to the child, so that its backends'
+                # trials still interleave; trusted ones then cost nothing extra there.
+                if any(isolated(mode, exp.backend(n)) for n in names):
+                    results = sandbox.measure_case(names, case)
+                else:
+                    if flusher is None and device != "cpu" and settings.flush_l2:
+                        from repro.measure.timer import L2Flusher
 
-                    flusher = L2Flusher()
-                result = measure(exp, exp.backend(backend), case, settings, hw, flusher, device)
-            store.write([_row(exp, case, backend, meta, result)])
-            if result["status"] not in ("ok", "skipped"):
-                tqdm.write(f"  {backend} {case_key(case)}: {result['status']}: {result.get('error', '')}")
+                        flusher = L2Flusher()
+                    results = measure_case(exp, [exp.backend(n) for n in names], case, settings, hw, flusher, device)
+                results = _with_intervals(exp, case, results, store)
+                store.write([_row(exp, case, name, meta, results[name]) for name in names])
+                bar.update(len(names))
+                for name in names:
+                    if results[name]["status"] not in ("ok", "skipped"):
+                        tqdm.write(f"  {name} {key}: {results[name]['status']}: {results[name].get('error', '')}")

@@ -25,21 +25,23 @@ from repro.results.store import atomic_write_csv, read_results
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ("gemm", "flash_attention")
-# Overrides shared by both experiments (`++` adds a key to the experiment that lacks it, unused there).
+# The overrides of each experiment's part of the sweep (one multirun per experiment, timed together).
+_FA = ["dtype=bf16", "gqa.heads=[]", "extra_cases=[]", "mla.seqlens=[]", "varlen.lengths=[]"]
 SUBSETS = {
-    "default": ["dtype=bf16", "++shapes=[[2048,2048,2048],[4096,4096,4096],[8192,8192,8192],"
-                "[8192,10240,8192],[8192,1536,7168],[8192,7168,2048]]",
-                "++seqlens=[1024,4096,8192]", "++head_dims=[64,128]", "++gqa.heads=[]", "++extra_cases=[]"],
-    "quick": ["dtype=bf16", "bench=quick", "++shapes=[[4096,4096,4096],[8192,8192,8192]]",
-              "++seqlens=[1024,4096]", "++head_dims=[128]", "++gqa.heads=[]", "++extra_cases=[]"],
+    "default": {"gemm": ["dtype=bf16", "shapes=[[2048,2048,2048],[4096,4096,4096],[8192,8192,8192],"
+                         "[8192,10240,8192],[8192,1536,7168],[8192,7168,2048]]"],
+                "flash_attention": [*_FA, "seqlens=[1024,4096,8192]", "head_dims=[64,128]"]},
+    "quick": {"gemm": ["dtype=bf16", "bench=quick", "shapes=[[4096,4096,4096],[8192,8192,8192]]"],
+              "flash_attention": [*_FA, "bench=quick", "seqlens=[1024,4096]", "head_dims=[128]"]},
 }
 
 
-def sweep_command(gpus: int, results: Path, sweep_dir: Path, subset: str, extra: list[str]) -> list[str]:
+def sweep_commands(gpus: int, results: Path, sweep_dir: Path, subset: str, extra: list[str]) -> list[list[str]]:
+    """One Hydra multirun per experiment, each over `gpus` shards with one joblib worker per GPU."""
     shards = ",".join(f"{i}/{gpus}" for i in range(gpus))
-    return [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={gpus}",
-            f"experiment={','.join(EXPERIMENTS)}", f"++shard={shards}", f"results_dir={results}",
-            f"hydra.sweep.dir={sweep_dir}", *SUBSETS[subset], *extra]
+    return [[sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={gpus}",
+             f"experiment={name}", f"shard={shards}", f"results_dir={results}",
+             f"hydra.sweep.dir={sweep_dir}/{name}", *SUBSETS[subset][name], *extra] for name in EXPERIMENTS]
 
 
 def run_sweep(gpus: int, tokens: list[str], work: Path, subset: str, extra: list[str]) -> tuple[float, Path]:
@@ -48,10 +50,10 @@ def run_sweep(gpus: int, tokens: list[str], work: Path, subset: str, extra: list
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(tokens[:gpus]), "REPRO_CACHE": str(caches / "knobs"),
            "TILELANG_CACHE_DIR": str(caches / "tilelang"), "TRITON_CACHE_DIR": str(caches / "triton"),
            "REPRO_GPU_LOCKS": str(work / "locks")}
-    cmd = sweep_command(gpus, results, work / f"multirun{gpus}", subset, extra)
-    print(f"[scaling] {gpus} GPU(s): {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    for cmd in sweep_commands(gpus, results, work / f"multirun{gpus}", subset, extra):
+        print(f"[scaling] {gpus} GPU(s): {' '.join(cmd[1:])}", flush=True)
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True)
     return time.perf_counter() - start, results
 
 

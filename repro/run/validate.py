@@ -1,49 +1,23 @@
 """Every override is checked before any GPU work; errors name the key and the allowed values."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from repro.measure.experiment import Experiment, known_experiments
+from repro.measure.experiment import CONFIG_DIR, Experiment, known_experiments
 from repro.measure.hardware import profile_names
+from repro.measure.settings import BenchSettings, SettingsError
 
 
 class ConfigError(ValueError):
     """A bad override or config value, reported before anything runs."""
-
-
-def _positive_int(key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}={value!r}: must be a positive integer")
-    return value
-
-
-def check_bench(bench: DictConfig) -> None:
-    for key in ("warmup_ms", "rep_ms"):
-        v = bench.get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key == "rep_ms" and v == 0):
-            raise ConfigError(f"bench.{key}={v!r}: must be a number > 0")
-    for key in ("min_reps", "max_reps", "correctness_trials"):
-        _positive_int(f"bench.{key}", bench.get(key))
-    if bench.max_reps < bench.min_reps:
-        raise ConfigError(f"bench.max_reps={bench.max_reps} is below bench.min_reps={bench.min_reps}")
-    for key in ("flush_l2", "cuda_graph"):
-        if not isinstance(bench.get(key), bool):
-            raise ConfigError(f"bench.{key}={bench.get(key)!r}: must be true or false")
-    if bench.get("isolate") not in (True, False, "auto"):
-        raise ConfigError(f"bench.isolate={bench.get('isolate')!r}: allowed values: true, false, auto")
-    if bench.timer not in ("cuda_events",):
-        raise ConfigError(f"bench.timer={bench.timer!r}: allowed values: cuda_events")
-    timeout = bench.get("timeout_s")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigError(f"bench.timeout_s={timeout!r}: must be a number of seconds > 0")
-    for dtype, tol in bench.tolerance.items():
-        for k in ("rel_l2", "max_abs_rel"):
-            if not isinstance(tol.get(k), (int, float)) or tol.get(k) <= 0:
-                raise ConfigError(f"bench.tolerance.{dtype}.{k}={tol.get(k)!r}: must be a number > 0")
 
 
 def check_names(cfg: DictConfig, exp: Experiment) -> list[str]:
@@ -59,12 +33,21 @@ def check_names(cfg: DictConfig, exp: Experiment) -> list[str]:
     if unknown:
         raise ConfigError(f"backends: unknown backend(s) {unknown} for experiment {exp.name}; "
                           f"allowed: {', '.join(exp.backend_names)}")
+    _no_repeats("backends", list(backends))
     return list(backends)
+
+
+def _no_repeats(key: str, values: list) -> None:
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    if twice:
+        raise ConfigError(f"{key}: {twice[0]!r} is listed twice")
 
 
 def check_dtypes(cfg: DictConfig) -> None:
     allowed = list(cfg.get("dtypes_supported") or [])
     chosen = [cfg.dtype] if cfg.get("dtype") is not None else list(cfg.get("dtypes") or [])
+    if cfg.get("dtype") is None:
+        _no_repeats("dtypes", chosen)
     bad = [d for d in chosen if d not in allowed]
     if bad:
         key = "dtype" if cfg.get("dtype") is not None else "dtypes"
@@ -74,12 +57,13 @@ def check_dtypes(cfg: DictConfig) -> None:
 def validate(cfg: DictConfig, exp: Experiment) -> tuple[list[str], list[dict]]:
     """Check the whole config; return (backends, cases). Raises ConfigError."""
     check_run_keys(cfg)
-    check_bench(cfg.bench)
+    settings_of(cfg)
     hw = cfg.hardware.name
     if hw not in ["auto", *profile_names()]:
         raise ConfigError(f"hardware={hw!r}: allowed values: auto, {', '.join(profile_names())}")
     backends = check_names(cfg, exp)
     check_dtypes(cfg)
+    check_experiment_keys(cfg, exp.name)
     try:
         cases = exp.cases(cfg)
         for case in cases:
@@ -87,26 +71,133 @@ def validate(cfg: DictConfig, exp: Experiment) -> tuple[list[str], list[dict]]:
                 exp.validate_case(case)
     except ConfigError:
         raise
-    except (ValueError, TypeError, KeyError) as exc:
+    except OmegaConfBaseException as exc:  # a key an entry needs and lacks, e.g. extra_cases=[{batch: 1}]
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"experiment {exp.name}: {key + ': ' if key else ''}{exc.msg}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ConfigError(f"experiment {exp.name}: {exc}") from exc
     if not cases:
         raise ConfigError(f"experiment {exp.name}: the overrides select no case")
     return backends, cases
 
 
+# Keys of an experiment's config that the harness checks itself (names, dtypes, settings).
+HARNESS_KEYS = ("defaults", "experiment", "task", "backends", "dtypes", "dtypes_supported", "dtype", "bench",
+                "tolerance", "device")
+
+
+def check_experiment_keys(cfg: DictConfig, name: str) -> None:
+    """Each key of the experiment's own config keeps the kind of value its yaml gives it: a list stays
+    a list of the same kind of entries (each listed once), a positive number stays positive, a
+    flag stays true or false, a mapping has no keys the yaml lacks. The experiment's cases() then
+    checks what only it knows (e.g. that a sequence length divides the token count)."""
+    path = CONFIG_DIR / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        return
+    defaults = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    for key, default in defaults.items():
+        if key in HARNESS_KEYS or key not in cfg:
+            continue
+        value = cfg.get(key)
+        value = OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+        _like(key, value, default)
+
+
+def _like(key: str, value, default, axis: bool = True) -> None:
+    """Refuse `value` unless it has the kind of `default` (the yaml's value for `key`). A list under
+    a key (`axis`) lists values to sweep, each once; a list inside a list is a tuple, e.g. [M, N, K]."""
+    if default is None:
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: must be true or false")
+    elif isinstance(default, (int, float)):
+        integral = isinstance(default, int)
+        if isinstance(value, bool) or not isinstance(value, (int, float) if not integral else int) \
+                or not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r}: must be {'an integer' if integral else 'a finite number'}"
+                              f"{' > 0' if default > 0 else ' >= 0' if default == 0 else ''}")
+        if (default > 0 and value <= 0) or (default == 0 and value < 0):
+            raise ConfigError(f"{key}={value!r}: must be {'> 0' if default > 0 else '>= 0'}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r}: must be a name like {default!r}")
+    elif isinstance(default, list):
+        if value is None:
+            return  # no entries
+        if not isinstance(value, list):
+            example = json.dumps(default[:2]).replace('"', "").replace(" ", "")
+            raise ConfigError(f"{key}={value!r}: give a list, e.g. {key}={example}")
+        seen = []
+        for i, entry in enumerate(value):
+            if default:
+                _like(f"{key}[{i}]", entry, default[0] if _same_kind(default) else default[min(i, len(default) - 1)],
+                      axis=False)
+            marker = json.dumps(entry, sort_keys=True, default=str)
+            if axis and marker in seen:
+                raise ConfigError(f"{key}: {entry!r} is listed twice")
+            seen.append(marker)
+    elif isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: give a mapping with keys {', '.join(map(str, default))}")
+        unknown = [k for k in value if k not in default]
+        if unknown:
+            raise ConfigError(f"{key}.{unknown[0]}: unknown key; known: {', '.join(map(str, default))}")
+        for k, v in value.items():
+            _like(f"{key}.{k}", v, default[k])
+
+
+def _same_kind(default: list) -> bool:
+    return len({type(x) for x in default}) == 1
+
+
+TASKS = ("measure", "loc", "portability")
+
+
+def check_task(cfg: DictConfig) -> None:
+    """`task` is set by the experiment's config: measuring `loc`, or counting lines of `gemm`, is refused."""
+    task, name = cfg.get("task", "measure"), cfg.get("experiment")
+    if task not in TASKS:
+        raise ConfigError(f"task={task!r}: allowed values: {', '.join(TASKS)}")
+    path = CONFIG_DIR / "experiment" / f"{name}.yaml"
+    own = OmegaConf.load(path).get("task", "measure") if isinstance(name, str) and path.is_file() else "measure"
+    if task != own:
+        raise ConfigError(f"task={task}: experiment={name} runs as task={own} (configs/experiment/{name}.yaml); "
+                          f"drop the task override" + (f", or pick a measured experiment ({', '.join(measured_experiments())})"
+                                                        if task == "measure" else ""))
+
+
+def measured_experiments() -> list[str]:
+    return [n for n in known_experiments() if (CONFIG_DIR.parent / "experiments" / f"{n}.py").is_file()]
+
+
 def check_experiment_name(name) -> None:
     if name not in known_experiments():
         raise ConfigError(f"experiment={name!r}: unknown; allowed: {', '.join(known_experiments())}")
+    if name not in measured_experiments():
+        raise ConfigError(f"experiment={name}: not a measurement (its config sets task); allowed: "
+                          f"{', '.join(measured_experiments())}")
 
 
-def settings_of(cfg: DictConfig) -> dict:
-    """The plain dict a measurement needs (also what a child process receives)."""
+def settings_of(cfg: DictConfig) -> BenchSettings:
+    """The run's bench settings, read once: `bench`, with the experiment's own `tolerance` entries
+    laid over `bench.tolerance` (also what a child process receives). Raises ConfigError."""
     bench = OmegaConf.to_container(cfg.bench, resolve=True)
-    tol = dict(bench.pop("tolerance"))
     extra = cfg.get("tolerance")
-    for dtype, override in (OmegaConf.to_container(extra, resolve=True) if extra else {}).items():
-        tol[dtype] = {**tol.get(dtype, {}), **override}
-    return {**bench, "tolerance": tol}
+    if extra is not None:
+        extra = OmegaConf.to_container(extra, resolve=True) if isinstance(extra, (DictConfig, ListConfig)) else extra
+        if not isinstance(extra, dict):
+            raise ConfigError(f"tolerance={extra!r}: one entry per dtype, e.g. tolerance.fp8.rel_l2=1e-3")
+        tol = dict(bench.get("tolerance") or {})
+        for dtype, override in extra.items():
+            if not isinstance(override, dict):
+                raise ConfigError(f"tolerance.{dtype}={override!r}: give {{rel_l2: ..., max_abs_rel: ...}}")
+            tol[dtype] = {**(tol.get(dtype) or {}), **override}
+        bench["tolerance"] = tol
+    try:
+        return BenchSettings.from_dict(bench)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -122,7 +213,7 @@ def check_run_keys(cfg: DictConfig) -> None:
     """The top-level keys of a run: flags, run id, device, shard and where results go."""
     from repro.run.shard import parse_shard
 
-    for key in ("redo", "dry_run"):
+    for key in ("redo", "dry_run", "search"):
         _flag(cfg, key)
     run_id = cfg.get("run_id")
     if run_id is not None and (isinstance(run_id, bool) or not RUN_ID.match(str(run_id))):
@@ -140,16 +231,17 @@ def check_run_keys(cfg: DictConfig) -> None:
     check_results_dir(cfg.get("results_dir"))
 
 
-def check_results_dir(value) -> None:
-    """A folder we can create and write in: checked now, not after the first measurement."""
+def check_results_dir(value, hardware: Optional[str] = None) -> None:
+    """A folder we can create and write in: checked now, not after the first measurement; with
+    `hardware`, its results/<hardware>/ subfolder (known once the device is detected)."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"results_dir={value!r}: give a folder path, e.g. results_dir=results")
-    path = Path(value)
+    path = Path(value) / hardware if hardware else Path(value)
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe == path and not path.is_dir():
-        raise ConfigError(f"results_dir={value!r}: exists and is not a folder")
+        raise ConfigError(f"results_dir={value!r}: {path.as_posix()!r} exists and is not a folder")
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"results_dir={value!r}: cannot create or write in {probe.as_posix()!r}")
 

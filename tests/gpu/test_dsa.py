@@ -48,6 +48,21 @@ def test_indexer_ranges_not_starting_at_zero():
     _gate(indexer_exp, "tilelang", _indexer_case(130, 3000), INDEXER_TOL, shift_starts)
 
 
+@pytest.mark.parametrize("choice", range(6))
+def test_every_indexer_schedule(choice):
+    """Each schedule the search may pick passes the gate on a ragged shape (its own tiles)."""
+    from kernels.dsa_indexer import CANDIDATES, dsa_indexer
+
+    assert len(CANDIDATES) == 6
+    case = _indexer_case(257, 9001)
+    inputs = indexer_exp.make_inputs(case, 4, "cuda")
+    ref = indexer_exp.reference(case, inputs)
+    args = [inputs[k] for k in ("q", "k", "k_scale", "weights", "starts", "ends")]
+    poison_outputs(inputs)
+    res = default_check(dsa_indexer(*args, out=inputs["out"], choice=choice), ref, INDEXER_TOL)
+    assert res["passed"], res["error"]
+
+
 def test_indexer_kv_split_matches_single_pass():
     from kernels.dsa_indexer import dsa_indexer
 
@@ -81,6 +96,38 @@ def test_topk_ties_are_resolved_consistently(values):
     assert torch.equal(first.sort(dim=1).values, second.sort(dim=1).values)
 
 
+def _rows_with_ties_and_holes(t, s, seed):
+    """Logits on a few levels (many ties), -inf holes inside the ranges, ranges not starting at 0,
+    and rows with fewer than 2048 finite entries."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randint(-3, 4, (t, s), generator=g, device="cuda").float()
+    x[torch.rand(t, s, generator=g, device="cuda") < 0.3] = float("-inf")
+    x[1, :] = float("-inf")
+    x[1, 5:1500] = 1.0  # fewer than 2048 finite entries, all tied
+    starts = torch.randint(0, s // 4, (t,), generator=g, device="cuda").int()
+    ends = (s - torch.randint(0, 777, (t,), generator=g, device="cuda")).int()
+    starts[1] = 0
+    return x, starts, ends
+
+
+@pytest.mark.parametrize("t,s", [(4, 131072), (2, 65537), (3, 40000)])
+def test_topk_split_rows_select_the_single_pass_set(t, s):
+    """Several CTAs per row, then a merge: ties are broken by position in both passes, so the set
+    equals the one-CTA set exactly; it also passes the gate's set check."""
+    from kernels.dsa_topk import dsa_topk
+
+    x, starts, ends = _rows_with_ties_and_holes(t, s, seed=t)
+    split = dsa_topk(x, starts, ends, 2048, splits=8)
+    single = dsa_topk(x, starts, ends, 2048, splits=1)
+    assert torch.equal(split.sort(dim=1).values, single.sort(dim=1).values)
+    assert (split[1] >= 0).sum() == 1495  # the short row: every finite entry, then -1 padding
+    case = _topk_case(t, s)
+    inputs = {"logits": torch.where(_dsa.range_mask(starts, ends, 0, s), x, float("-inf")), "starts": starts,
+              "ends": ends}
+    res = topk_exp.check(case, inputs, split, topk_exp.reference(case, inputs))
+    assert res["passed"], res["error"]
+
+
 def test_topk_row_with_no_valid_entry():
     def blank_row(inputs):
         inputs["logits"][2] = float("-inf")
@@ -89,22 +136,59 @@ def test_topk_row_with_no_valid_entry():
     assert (out[2] == -1).all()
 
 
-def _mla_case(t, s, topk=2048):
-    return {"t": t, "s": s, "mode": "prefill", "heads": 128, "d_qk": 576, "d_v": 512, "topk": topk, "dtype": "bf16"}
+def _mla_case(t, s, topk=2048, heads=128, **extra):
+    return {"t": t, "s": s, "mode": "prefill", "heads": heads, "d_qk": 576, "d_v": 512, "topk": topk,
+            "dtype": "bf16", **extra}
 
 
 @pytest.mark.parametrize("backend", ["tilelang", "torch"])
+@pytest.mark.parametrize("heads", [128, 32, 16, 8])
 @pytest.mark.parametrize("t,s", [(3, 100), (17, 2100), (64, 5000), (300, 9001)])
-def test_sparse_mla(backend, t, s):
-    _gate(mla_exp, backend, _mla_case(t, s), BF16_TOL)
+def test_sparse_mla(backend, heads, t, s):
+    """The default schedule per shape (queries that see fewer than 2048 positions, lengths that
+    are no multiple of any block, 128 heads and the 32/16/8 of tensor parallelism)."""
+    _gate(mla_exp, backend, _mla_case(t, s, heads=heads), BF16_TOL)
 
 
-def test_sparse_mla_query_without_indices():
+def _schedules():
+    from kernels.sparse_mla import CANDIDATES
+
+    wide = [(128, "wide", c, {}) for c in range(len(CANDIDATES["wide"]))]
+    narrow = [(h, "narrow", c, {}) for h in (128, 32, 16) for c in range(len(CANDIDATES["narrow"]))]
+    return wide + narrow + [(16, "narrow", 0, {"splits": 1}), (8, "narrow", 0, {"splits": 8}),
+                            (128, "narrow", 0, {"splits": 4}), (32, "narrow", 1, {"block_H": 16})]
+
+
+@pytest.mark.parametrize("heads,family,choice,knobs", _schedules())
+def test_sparse_mla_every_schedule(heads, family, choice, knobs):
+    """Each schedule a search may pick (and forced top-k splits) passes the gate on its own."""
+    from kernels.sparse_mla import sparse_mla
+
+    case = _mla_case(150, 4099, heads=heads)  # the first 95 queries see fewer than 2048 positions
+    inputs = mla_exp.make_inputs(case, 11, "cuda")
+    ref = mla_exp.reference(case, inputs)
+    poison_outputs(inputs)
+    out = sparse_mla(inputs["q"], inputs["kv"], inputs["indices"], mla_exp.sm_scale(case), 512,
+                     out=inputs["out"], lse=inputs["out_lse"], choice=choice, family=family, **knobs)
+    torch.cuda.synchronize()
+    res = default_check(out, ref, BF16_TOL)
+    assert res["passed"], res["error"]
+
+
+@pytest.mark.parametrize("heads", [128, 16])
+@pytest.mark.parametrize("batch,s", [(8, 3001), (4, 131072)])
+def test_sparse_mla_decode_batch(heads, batch, s):
+    """Decode: two new queries in each of `batch` sequences, each indexing its own kv."""
+    _gate(mla_exp, "tilelang", _mla_case(2 * batch, s, heads=heads, mode="decode", batch=batch), BF16_TOL)
+
+
+@pytest.mark.parametrize("heads,t", [(128, 4), (128, 300), (16, 4), (16, 300)])
+def test_sparse_mla_query_without_indices(heads, t):
     def blank_query(inputs):
         inputs["indices"][1] = -1
         inputs["indices"][2, 0, 1000:] = -1
 
-    out, lse = _gate(mla_exp, "tilelang", _mla_case(4, 6000), BF16_TOL, blank_query)
+    out, lse = _gate(mla_exp, "tilelang", _mla_case(t, 6000, heads=heads), BF16_TOL, blank_query)
     assert (out[1] == 0).all() and torch.isinf(lse[1]).all()
 
 

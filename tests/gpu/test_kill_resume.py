@@ -63,9 +63,10 @@ def test_kill_one_worker_then_resume(tmp_path):
     gpus = max(1, min(2, len(visible_gpus())))
     shards = ",".join(f"{i}/{gpus}" for i in range(gpus))
     cmd = [sys.executable, "run.py", "-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={gpus}",
-           "experiment=gemm", f"++shard={shards}", "dtype=bf16", "backends=[cublas,tilelang]", "bench=quick",
+           "experiment=gemm", f"++shard={shards}", "dtype=bf16", "backends=[cublas,tilelang]", "search=false",
+           "bench.rep_ms=400", "bench.warmup_ms=100", "bench.correctness_trials=2",
            f"shapes={SHAPES}", f"results_dir={tmp_path}", f"hydra.sweep.dir={tmp_path}/multirun"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline, victim = time.monotonic() + 300, None
@@ -73,7 +74,9 @@ def test_kill_one_worker_then_resume(tmp_path):
         if len(_rows(tmp_path)) >= 3 and (victim := _worker(proc.pid)) is not None:
             break
         time.sleep(0.2)
-    assert victim is not None, f"no worker with rows to kill (exit {proc.poll()})"
+    if victim is None:
+        out = proc.stdout.read().decode(errors="replace") if proc.poll() is not None else ""
+        raise AssertionError(f"no worker with rows to kill (exit {proc.poll()}): {out[-2000:]}")
     os.kill(victim, signal.SIGKILL)
     try:
         proc.wait(timeout=120)

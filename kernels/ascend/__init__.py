@@ -1,0 +1,1 @@
+"""TileLang kernels written in the Ascend dialect (tilelang.ascend.language) for Huawei Ascend NPUs."""
