@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from experiments import _dsa, upstream
 from repro.measure.experiment import Backend, Experiment, needs_module
-from repro.measure.tuning import KnobCache, compile_all, pick_fastest
+from repro.measure.tuning import KnobCache, search
 
 SEARCH_CASE = {"t": 4096, "s": 16384, "mode": "prefill", "heads": 64, "dim": 128, "dtype": "fp8"}
 
@@ -117,18 +117,14 @@ def prepare(cases_: list[dict], backends: list[str]) -> None:
     from kernels.dsa_indexer import CANDIDATES, PASS_CONFIGS, dsa_indexer, indexer_knobs, lightning_indexer
 
     case = {**SEARCH_CASE, "heads": cases_[0]["heads"], "dim": cases_[0]["dim"]}
-    cache = KnobCache("dsa_indexer")
-    if cache.get(_choice_key(case)) is not None:
-        return
     h, d, t, s = case["heads"], case["dim"], case["t"], case["s"]
-    choices = range(len(CANDIDATES))
-    built = compile_all([lambda c=c: compile_kernel(lightning_indexer, h, d, pass_configs=PASS_CONFIGS,
-                                                    **indexer_knobs(h, d, t, s, choice=c)) for c in choices])
-    inputs = make_inputs(case, 0, "cuda")
-    args = [inputs[k] for k in ("q", "k", "k_scale", "weights", "starts", "ends")]
-    runners = [k if isinstance(k, Exception) else (lambda c=c: dsa_indexer(*args, out=inputs["out"], choice=c))
-               for c, k in zip(choices, built)]
-    cache.put(_choice_key(case), {"choice": pick_fastest(choices, runners)})
+    names = ("q", "k", "k_scale", "weights", "starts", "ends")
+    search(KnobCache("dsa_indexer"), {_choice_key(case): case}, lambda c: range(len(CANDIDATES)),
+           compile_one=lambda c, choice: compile_kernel(lightning_indexer, h, d, pass_configs=PASS_CONFIGS,
+                                                        **indexer_knobs(h, d, t, s, choice=choice)),
+           runner=lambda c, x, choice, kernel: (lambda: dsa_indexer(*[x[n] for n in names], out=x["out"],
+                                                                    choice=choice)),
+           make_inputs=lambda c: make_inputs(c, 0, "cuda"), encode=lambda choice: {"choice": choice})
 
 
 def build_tilelang(case: dict, inputs: dict):

@@ -1,4 +1,4 @@
-"""FlashAttention forward: TileLang vs FlashAttention-2/3, PyTorch SDPA (flash, cuDNN) and Triton.
+"""FlashAttention forward: TileLang (ours; its published example) vs FlashAttention-2/3/4, SDPA, Triton.
 
 Layout BSHD: q [b, s_q, h, d], k [b, s_k, h_kv, d], v [b, s_k, h_kv, d_v]; causal masks align
 bottom-right (query row r sees key c when c <= r + s_k - s_q), as flash_attn does. d_v = d except
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from experiments import upstream
 from experiments.vendor import FLASH_ATTENTION_BACKENDS
 from repro.measure.experiment import Backend, Experiment, TORCH_DTYPES, needs_module, selected_dtypes
-from repro.measure.tuning import KnobCache, compile_all, pick_fastest
+from repro.measure.tuning import KnobCache, search
 
 REF_CHUNK_ELEMS = 1 << 28  # fp32 score elements per reference chunk (1 GiB)
 FA3_SOURCE = "FA3 paper arXiv 2407.08608 Fig. (read off chart), H100 SXM5"
@@ -231,34 +232,21 @@ def prepare(cases_: list[dict], backends: list[str]) -> None:
 
 
 def search_schedules(cases_: list[dict]) -> None:
-    """Per (head dim, causal, dtype): time every candidate on the group's case nearest to
-    seqlen 4k (MHA preferred), compiling all of them in parallel first; cache the fastest.
-    A candidate whose output strays from the table's schedule (the first) is not chosen."""
-    import torch
-
+    """Per (head dim, causal, dtype): every candidate, timed on the group's case nearest to
+    seqlen 4k (MHA preferred). A candidate whose output strays from the table's schedule (the
+    first) is not chosen."""
     from kernels.flash_attention import CANDIDATES, compile_flash_attention
 
-    cache = KnobCache("flash_attention")
     groups: dict[str, tuple] = {}  # knob key -> (rank, representative case)
     for c in cases_:
-        key = _knob_key(c)
         rank = (c["heads"] != c["heads_kv"], abs(c["seq_q"] - 4096), c["seq_q"])
-        if cache.get(key) is None and (key not in groups or rank < groups[key][0]):
-            groups[key] = (rank, c)
-    todo = [(key, c) for key, (_, c) in groups.items()]
-    jobs = [(c, kn) for _, c in todo for kn in CANDIDATES[c["head_dim"]]]
-    kernels = compile_all([lambda c=c, kn=kn: compile_flash_attention(*_shape(c), kn, with_out=True)
-                           for c, kn in jobs])
-    at = 0
-    for key, case in todo:
-        cands = CANDIDATES[case["head_dim"]]
-        inputs = make_inputs(case, 0, "cuda")
-        runners = _screened([kern if isinstance(kern, Exception) else _runner(kern, inputs)
-                             for kern in kernels[at:at + len(cands)]])
-        at += len(cands)
-        cache.put(key, asdict(pick_fastest(cands, runners)))
-        del inputs
-        torch.cuda.empty_cache()
+        if _knob_key(c) not in groups or rank < groups[_knob_key(c)][0]:
+            groups[_knob_key(c)] = (rank, c)
+    search(KnobCache("flash_attention"), {key: c for key, (_, c) in groups.items()},
+           lambda case: CANDIDATES[case["head_dim"]],
+           compile_one=lambda case, knobs: compile_flash_attention(*_shape(case), knobs, with_out=True),
+           runner=lambda case, inputs, knobs, kernel: _runner(kernel, inputs),
+           make_inputs=lambda case: make_inputs(case, 0, "cuda"), encode=asdict, screen=_screened)
 
 
 def _screened(runners: list) -> list:
@@ -357,6 +345,56 @@ def build_fa3(case: dict, inputs: dict):
     return run
 
 
+def build_fa4(case: dict, inputs: dict):
+    """FlashAttention-4 (CuTe-DSL; compiles at its first call, the gate's, outside the timer). Its
+    varlen entry's fourth positional parameter is `qv`, so the lengths go by keyword."""
+    fa4 = upstream.baseline_module("fa4", "flash_attn.cute")
+    q, k, v, causal = inputs["q"], inputs["k"], inputs["v"], case["causal"]
+    cu, n = inputs.get("cu_seqlens"), inputs.get("max_seqlen")
+
+    def run():
+        out = (fa4.flash_attn_func(q, k, v, causal=causal) if cu is None else fa4.flash_attn_varlen_func(
+            q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=n, max_seqlen_k=n, causal=causal))
+        return out[0] if isinstance(out, tuple) else out  # (out, lse); lse None unless asked for
+
+    return run
+
+
+# Each example's main() schedule (its non-tuning run and its regression benchmark), at every head
+# dim: at 256 the MHA example's 128 x 128 tiles still fit shared memory (3 x 64 KiB) but spill
+# more registers than at 128 (ptxas, sm_90a); it runs as published, not re-tuned here.
+UPSTREAM_SCHEDULES = {
+    upstream.FLASH_ATTENTION: {"block_M": 128, "block_N": 128, "num_stages": 1, "threads": 128},
+    upstream.FLASH_ATTENTION_GQA: {"block_M": 64, "block_N": 64, "num_stages": 2, "threads": 128},
+}
+
+
+def upstream_supports(case: dict):
+    """The cases TileLang's published forward examples (example_mha_fwd_bshd.py; for GQA
+    example_gqa_fwd_bshd.py) implement: fp16 (the Backend's dtypes), one padded BSHD batch, one
+    seq_len for q and k/v (so causal alignment is moot), V of q's head dim. None, or why not."""
+    if "lengths" in case:
+        return "the example takes one padded BSHD batch, not packed variable lengths"
+    if case["seq_q"] != case["seq_k"]:
+        return "the example takes one seq_len for q and k/v"
+    if head_dim_v(case) != case["head_dim"]:
+        return f"the example's V has q's head dim ({case['head_dim']}), not {head_dim_v(case)}"
+    return None
+
+
+def build_tilelang_upstream(case: dict, inputs: dict):
+    """TileLang's published forward at its main()'s schedule, on our BSHD inputs as they are:
+    example_mha_fwd_bshd.py, or example_gqa_fwd_bshd.py (groups = heads / heads_kv) for GQA.
+    Compiled once per shape (TileLang's own cache); it allocates its output in the call."""
+    b, h, h_kv = case["batch"], case["heads"], case["heads_kv"]
+    path = upstream.FLASH_ATTENTION if h == h_kv else upstream.FLASH_ATTENTION_GQA
+    groups = {} if h == h_kv else {"groups": h // h_kv}
+    kernel = upstream.example(path).flashattn(b, h, case["seq_q"], case["head_dim"], bool(case["causal"]),
+                                              **groups, **UPSTREAM_SCHEDULES[path])
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    return lambda: kernel(q, k, v)
+
+
 def build_sdpa_flash(case: dict, inputs: dict):
     from torch.nn.attention import SDPBackend
 
@@ -445,6 +483,10 @@ EXPERIMENT = Experiment(
         Backend("sdpa_flash", build=build_sdpa_flash, vendors=("nvidia", "amd"), trusted=True),  # ROCm has a flash path too
         Backend("cudnn", build=build_cudnn, trusted=True),
         Backend("fa3", build=build_fa3, probe=needs_module("flash_attn_interface")),
+        Backend("fa4", build=build_fa4, probe=upstream.baseline_module_probe("fa4", "flash_attn.cute", (
+            "flash_attn_func", "flash_attn_varlen_func"))),
+        Backend(upstream.NAME, build=build_tilelang_upstream, probe=upstream.upstream_probe(
+            upstream.FLASH_ATTENTION, upstream.FLASH_ATTENTION_GQA), dtypes=("fp16",), supports=upstream_supports),
         Backend("torch", build=build_torch, timed=False, trusted=True),
         *FLASH_ATTENTION_BACKENDS,  # AMD and Ascend, detected at run time
     ],

@@ -11,14 +11,11 @@ FLOPs = 2*M*N*K. Bytes = (M*K + K*N) * input element size + M*N * output element
 """
 from __future__ import annotations
 
-import logging
-
 from experiments.vendor import GEMM_BACKENDS
 from repro.measure.experiment import Backend, Experiment, needs_module, selected_dtypes, torch_dtype
-from repro.measure.tuning import KnobCache, compile_all, pick_fastest
+from repro.measure.tuning import KnobCache, search
 
 FP8 = ("fp8", "fp8_block")
-LOG = logging.getLogger(__name__)
 
 
 def fp8_fits(M: int, N: int, K: int, dtype: str) -> bool:
@@ -166,26 +163,11 @@ def _compiler(case: dict, knobs):
 
 
 def search_schedules(cases_: list[dict]) -> None:
-    """Per case: compile every candidate (failures logged and dropped), time them with the
-    suite's timer, cache the fastest under the GPU's name."""
-    import torch
-
-    cache = KnobCache(CACHE)
-    todo = [c for c in cases_ if cache.get(_knob_key(c)) is None]
-    lists = [_candidates(c) for c in todo]
-    built = compile_all([_compiler(c, k) for c, ks in zip(todo, lists) for k in ks])
-    at = 0
-    for case, cands in zip(todo, lists):
-        chunk, at = built[at:at + len(cands)], at + len(cands)
-        for knobs, made in zip(cands, chunk):
-            if isinstance(made, Exception):
-                LOG.warning("gemm %s: candidate %s does not compile: %s: %s", case, knobs,
-                            type(made).__name__, str(made).splitlines()[-1][:300] if str(made) else "")
-        inputs = make_inputs(case, 0, "cuda")
-        runners = [m if isinstance(m, Exception) else m(inputs) for m in chunk]
-        cache.put(_knob_key(case), {k: v for k, v in vars(pick_fastest(cands, runners)).items()})
-        del inputs
-        torch.cuda.empty_cache()
+    """Per case: every candidate of its shape class, through the suite's one search."""
+    search(KnobCache(CACHE), {_knob_key(c): c for c in cases_}, _candidates,
+           compile_one=lambda case, knobs: _compiler(case, knobs)(),
+           runner=lambda case, inputs, knobs, made: made(inputs),
+           make_inputs=lambda case: make_inputs(case, 0, "cuda"), encode=lambda knobs: dict(vars(knobs)))
 
 
 def build_tilelang(case: dict, inputs: dict):
@@ -232,7 +214,6 @@ def build_deepgemm(case: dict, inputs: dict):
     """DeepGEMM's fp8 NT GEMM with 1x128 / 128x128 scales (per-tensor scales expanded to them);
     its scale layout (A's transposed, TMA-aligned) is prepared here, outside the timed call."""
     import deep_gemm
-    import torch
 
     if case["dtype"] not in FP8:
         raise ValueError("DeepGEMM is an fp8 baseline")

@@ -17,7 +17,7 @@ from dataclasses import asdict
 
 from experiments import upstream
 from repro.measure.experiment import Backend, Experiment, TORCH_DTYPES, needs_module, selected_dtypes
-from repro.measure.tuning import KnobCache, compile_all, pick_fastest
+from repro.measure.tuning import KnobCache, search
 
 D_QK, D_V, PAGE = 576, 512, 64
 SKEWED = ("varied", "one_long", "short", "over_page")
@@ -165,32 +165,21 @@ def prepare(cases_: list[dict], backends: list[str]) -> None:
 
 
 def search_schedules(cases_: list[dict]) -> None:
-    """Per (h_q, s_q, dtype): time every candidate on the group's FlashMLA-grid case nearest to
-    8k equal lengths (the work plan makes the length distribution matter little), compiling
-    all candidates in parallel first; cache the fastest."""
-    import torch
-
+    """Per (h_q, s_q, dtype): every candidate, timed on the group's FlashMLA-grid case nearest to
+    8k equal lengths (the work plan makes the length distribution matter little)."""
     from kernels import mla_decode as tl_mla
     from kernels._compile import compile_kernel
 
-    cache, groups = KnobCache("mla_decode"), {}
+    groups: dict[str, tuple] = {}
     for c in cases_:
-        key = _knob_key(c)
         rank = (c["lengths"] != "equal", abs(c["seqlen"] - 8192) + abs(c["batch"] - 128))
-        if cache.get(key) is None and (key not in groups or rank < groups[key][0]):
-            groups[key] = (rank, c)
-    cands = tl_mla.CANDIDATES
-    jobs = [lambda c=c, k=k: compile_kernel(tl_mla.mla_decode_split_kv, c["h_q"], c["s_q"], TORCH_DTYPES[c["dtype"]],
-                                            D_QK ** -0.5, **k.builder_args())
-            for _, c in groups.values() for k in cands]
-    kernels = compile_all(jobs)
-    for n, (key, (_, case)) in enumerate(groups.items()):
-        inputs = make_inputs(case, 0, "cuda")
-        runners = [kern if isinstance(kern, Exception) else _tilelang_runner(case, inputs, k)
-                   for kern, k in zip(kernels[n * len(cands):(n + 1) * len(cands)], cands)]
-        cache.put(key, asdict(pick_fastest(cands, runners)))
-        del inputs
-        torch.cuda.empty_cache()
+        if _knob_key(c) not in groups or rank < groups[_knob_key(c)][0]:
+            groups[_knob_key(c)] = (rank, c)
+    search(KnobCache("mla_decode"), {key: c for key, (_, c) in groups.items()}, lambda case: tl_mla.CANDIDATES,
+           compile_one=lambda c, k: compile_kernel(tl_mla.mla_decode_split_kv, c["h_q"], c["s_q"],
+                                                   TORCH_DTYPES[c["dtype"]], D_QK ** -0.5, **k.builder_args()),
+           runner=lambda case, inputs, k, kernel: _tilelang_runner(case, inputs, k),
+           make_inputs=lambda case: make_inputs(case, 0, "cuda"), encode=asdict)
 
 
 def _tilelang_runner(case: dict, inputs: dict, knobs):

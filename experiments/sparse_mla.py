@@ -20,7 +20,7 @@ import math
 
 from experiments import _dsa, upstream
 from repro.measure.experiment import Backend, Experiment, needs_module
-from repro.measure.tuning import KnobCache, compile_all, pick_fastest
+from repro.measure.tuning import KnobCache, search
 
 
 def cases(cfg) -> list[dict]:
@@ -129,25 +129,28 @@ def prepare(cases_: list[dict], backends: list[str]) -> None:
 
     from kernels import sparse_mla as kernel
 
-    cache = KnobCache("sparse_mla")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     largest: dict[str, dict] = {}
     for case in cases_:
         key = _choice_key(case)
-        if cache.get(key) is None and case["t"] > largest.get(key, {"t": 0})["t"]:
+        if case["t"] > largest.get(key, {"t": 0})["t"]:
             largest[key] = case
-    for key, case in largest.items():
-        family, (t, h, topk) = key.split(",")[0], (case["t"], case["heads"], case["topk"])
-        choices = range(len(kernel.CANDIDATES[family]))
-        knobs = [kernel.sparse_mla_knobs(h, topk, t, sms, c, family) for c in choices]
-        built = compile_all([lambda k=k: kernel.build(h, case["d_qk"], case["d_v"], topk, sm_scale(case), k)
-                             for k in knobs])
-        inputs = make_inputs(case, 0, "cuda")
-        args = (inputs["q"], inputs["kv"], inputs["indices"], sm_scale(case), case["d_v"])
-        runners = [b if isinstance(b, Exception) else (lambda c=c: kernel.sparse_mla(
-            *args, out=inputs["out"], lse=inputs["out_lse"], choice=c, family=family)) for c, b in zip(choices, built)]
-        cache.put(key, {"choice": pick_fastest(list(choices), runners)})
-        del inputs
+
+    def family(case):
+        return _choice_key(case).split(",")[0]
+
+    def knobs(case, choice):
+        return kernel.sparse_mla_knobs(case["heads"], case["topk"], case["t"], sms, choice, family(case))
+
+    def runner(case, x, choice, built):
+        args = (x["q"], x["kv"], x["indices"], sm_scale(case), case["d_v"])
+        return lambda: kernel.sparse_mla(*args, out=x["out"], lse=x["out_lse"], choice=choice, family=family(case))
+
+    search(KnobCache("sparse_mla"), largest, lambda case: range(len(kernel.CANDIDATES[family(case)])),
+           compile_one=lambda case, choice: kernel.build(case["heads"], case["d_qk"], case["d_v"], case["topk"],
+                                                         sm_scale(case), knobs(case, choice)),
+           runner=runner, make_inputs=lambda case: make_inputs(case, 0, "cuda"),
+           encode=lambda choice: {"choice": choice})
 
 
 def build_tilelang(case: dict, inputs: dict):

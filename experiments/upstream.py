@@ -10,6 +10,8 @@ compares the others and says so in the row's `error` column.
 
 The registry and source-built baselines (FlashMLA, FlashInfer, ...) install into the cache's
 own site folders; `baseline_probe` puts those on the path before it tries the import.
+`baseline_module` imports from one baseline's own site first, for a package that shares its
+top-level name with another's (FlashAttention-4's `flash_attn.cute` beside FlashAttention-2).
 """
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ SPARSE_MLA = "examples/deepseek_v32/sparse_mla_fwd_pipelined.py"
 INDEXER = "examples/deepseek_v32/fp8_lighting_indexer.py"
 TOPK = "examples/deepseek_v32/topk_selector.py"
 FLASH_ATTENTION = "examples/flash_attention/example_mha_fwd_bshd.py"
+FLASH_ATTENTION_GQA = "examples/flash_attention/example_gqa_fwd_bshd.py"
 
-__all__ = ["NAME", "NotReturned", "baseline_probe", "compiled", "example", "import_problem", "upstream_probe"]
+__all__ = ["NAME", "NotReturned", "baseline_module", "baseline_module_probe", "baseline_probe", "compiled",
+           "example", "import_problem", "upstream_probe"]
 
 
 def example(path: str):
@@ -46,13 +50,17 @@ def import_problem(path: str) -> Optional[str]:
     return None
 
 
-def upstream_probe(path: str) -> Callable[[], Optional[str]]:
-    """Probe of a `tilelang_upstream` backend: a device, the example in the cache, and importable."""
+def upstream_probe(*paths: str) -> Callable[[], Optional[str]]:
+    """Probe of a `tilelang_upstream` backend: a device, and each example it uses in the cache and
+    importable."""
 
     def probe() -> Optional[str]:
         from repro.baselines import upstream_missing
 
-        return needs_cuda() or upstream_missing(path) or import_problem(path)
+        reason = needs_cuda()
+        for path in paths:
+            reason = reason or upstream_missing(path) or import_problem(path)
+        return reason
 
     return probe
 
@@ -81,6 +89,41 @@ def baseline_probe(name: str, module: str, attrs: Sequence[str] = (),
         if missing:
             return f"{missing}; `make baselines` builds it (baseline {name})"
         absent = [a for a in attrs if not hasattr(importlib.import_module(module), a)]
+        return f"{module} has no {', '.join(absent)} (an older {name}?)" if absent else None
+
+    return probe
+
+
+def baseline_module(name: str, module: str):
+    """`module` from baseline `name`'s own install in the cache (`import_from`: its portion of a
+    top-level package that another baseline also ships comes first), else as installed here.
+    ImportError, saying why, when neither imports."""
+    import importlib
+
+    from repro.baselines import import_from
+
+    try:
+        return import_from(name, module)
+    except Exception as cached:  # not built, or built but broken: an installed copy may do
+        try:
+            return importlib.import_module(module)
+        except Exception:
+            raise ImportError(f"{module} not importable: {cached}") from cached
+
+
+def baseline_module_probe(name: str, module: str, attrs: Sequence[str] = ()) -> Callable[[], Optional[str]]:
+    """Probe of a backend that imports through `baseline_module`: a device, `module` importable
+    (from the cache or installed), with every attribute in `attrs`."""
+
+    def probe() -> Optional[str]:
+        reason = needs_cuda()
+        if reason:
+            return reason
+        try:
+            found = baseline_module(name, module)
+        except ImportError as err:
+            return str(err)
+        absent = [a for a in attrs if not hasattr(found, a)]
         return f"{module} has no {', '.join(absent)} (an older {name}?)" if absent else None
 
     return probe

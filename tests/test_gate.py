@@ -79,9 +79,15 @@ def _measure(backend: str, *overrides: str) -> dict:
 
 
 def test_measure_times_with_the_settings_reps():
-    row = _measure("matmul", "bench.rep_ms=100000", "bench.min_reps=4", "bench.max_reps=9")
+    row = _measure("matmul", "bench.rep_ms=100000", "bench.min_reps=4", "bench.max_reps=9", "bench.trials=1")
     assert row["status"] == "ok" and row["reps"] == 9
-    assert _measure("matmul", "bench.rep_ms=0.000001", "bench.min_reps=4", "bench.max_reps=9")["reps"] == 4
+    assert _measure("matmul", "bench.rep_ms=0.000001", "bench.min_reps=4", "bench.max_reps=9",
+                    "bench.trials=1")["reps"] == 4
+    # Three trials share the budget out: the pooled samples stay within [min_reps, max_reps].
+    many = _measure("matmul", "bench.rep_ms=100000", "bench.min_reps=4", "bench.max_reps=9", "bench.trials=3")
+    few = _measure("matmul", "bench.rep_ms=0.000001", "bench.min_reps=4", "bench.max_reps=9", "bench.trials=3")
+    assert many["trials"] == 3 and many["reps"] == 9 and len(many["trial_ms"].split(";")) == 3
+    assert 4 <= few["reps"] <= 9
 
 
 def test_gate_takes_its_tolerance_from_the_settings():

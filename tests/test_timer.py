@@ -117,3 +117,38 @@ def test_case_interval_pairs_trials():
     lo, hi = geomean_interval([([2.0, 2.0], [1.0, 1.0]), ([1.0, 1.2], [1.0, 1.0])])
     assert lo < 2 ** 0.5 * 1.1 ** 0.5 < hi
     assert geomean_interval([([1.0], [1.0])]) is None
+
+
+def test_a_candidate_that_does_not_compile_is_named(capsys):
+    from repro.measure.tuning import compile_all, log_failure
+
+    def broken():
+        raise RuntimeError("ptxas error: too many registers\nmore")
+
+    built = compile_all([lambda: 1, broken], workers=2)
+    assert built[0] == 1 and isinstance(built[1], RuntimeError)
+    log_failure({"block_M": 256}, "could not be built", built[1])
+    err = capsys.readouterr().err
+    assert "[search] candidate {'block_M': 256} could not be built: RuntimeError: ptxas error: too many registers" in err
+
+
+def test_the_one_search_picks_the_fastest_that_builds_and_skips_cached_keys(tmp_path, monkeypatch, capsys):
+    from repro.measure import timer, tuning
+
+    cost = {"a": {1: 3.0, 2: 1.0, 3: 2.0}, "b": {1: 1.0, 2: 5.0, 3: 4.0}}
+    monkeypatch.setattr(timer, "time_cuda", lambda fn, settings, flusher=None: timer.summarize([fn()]))
+    monkeypatch.setattr(tuning, "CACHE_DIR", tmp_path)
+    cache = tuning.KnobCache("toy")
+    cache.put("c", {"choice": 9})
+
+    def compile_one(case, cand):
+        if case["name"] == "b" and cand == 1:
+            raise RuntimeError("no valid warp partition")
+        return cand
+
+    chosen = tuning.search(cache, {k: {"name": k} for k in ("a", "b", "c")}, lambda case: [1, 2, 3], compile_one,
+                           runner=lambda case, x, cand, built: (lambda: cost[case["name"]][built]),
+                           make_inputs=lambda case: {}, encode=lambda cand: {"choice": cand})
+    assert chosen == {"a": {"choice": 2}, "b": {"choice": 3}}  # b's fastest does not compile
+    assert tuning.KnobCache("toy").data == {"a": {"choice": 2}, "b": {"choice": 3}, "c": {"choice": 9}}
+    assert "[search] candidate 1 could not be built: RuntimeError: no valid warp partition" in capsys.readouterr().err

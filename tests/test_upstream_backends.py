@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import math
+import re
 import tarfile
 from pathlib import Path
 
@@ -39,9 +40,11 @@ CALLED = {
                        "clean_logits_": ["Logits", "CuSeqLenKS", "CuSeqLenKE"]},
     upstream.TOPK: {"tl_topk_impl": ["input", "index", "starts", "ends"]},
     upstream.FLASH_ATTENTION: {"flashattn": ["batch", "heads", "seq_len", "dim", "is_causal"]},
+    upstream.FLASH_ATTENTION_GQA: {"flashattn": ["batch", "heads", "seq_len", "dim", "is_causal", "groups"]},
 }
 EXPERIMENTS = {"mla_decode": upstream.MLA_DECODE, "sparse_mla": upstream.SPARSE_MLA,
-               "dsa_indexer": upstream.INDEXER, "dsa_topk": upstream.TOPK}
+               "dsa_indexer": upstream.INDEXER, "dsa_topk": upstream.TOPK,
+               "flash_attention": upstream.FLASH_ATTENTION}
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +265,158 @@ def test_sparse_mla_wrapper_passes_the_examples_layout(monkeypatch):
     res = default_check(out, exp.reference(case, inputs), {"rel_l2": 1e-2, "max_abs_rel": 5e-2})
     assert res["passed"], res["error"]
     assert "output 1 not compared: lse" in res["note"] and not math.isnan(res["rel_l2"])
+
+
+# --- flash_attention: tilelang_upstream (the two forward examples) and fa4 ------------------
+
+def _schedule_call(fn: ast.FunctionDef) -> dict:
+    """The keywords of the example's main()'s first `flashattn(...)` call (its non-tuning run)."""
+    call = next(n for n in ast.walk(fn) if isinstance(n, ast.Call) and ast.unparse(n.func) == "flashattn"
+                and n.keywords)
+    return {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg != "groups"}
+
+
+@pytest.mark.parametrize("path", [upstream.FLASH_ATTENTION, upstream.FLASH_ATTENTION_GQA])
+def test_flash_attention_examples_are_what_the_wrapper_assumes(tree, path):
+    from experiments.flash_attention import UPSTREAM_SCHEDULES
+
+    found = _functions(tree / path)
+    kernel, text = found["flashattn"], ast.unparse(found["flashattn"])
+    assert _schedule_call(found["main"]) == UPSTREAM_SCHEDULES[path]  # main()'s schedule, as published
+    assert set(UPSTREAM_SCHEDULES[path]) <= {a.arg for a in kernel.args.args}
+    jit = next(d for d in kernel.decorator_list if isinstance(d, ast.Call) and ast.unparse(d.func) == "tilelang.jit")
+    assert ast.literal_eval(next(k.value for k in jit.keywords if k.arg == "out_idx")) == [3]  # returns Output
+    assert "float16" in text and "bfloat16" not in text  # fp16 only: Backend(dtypes=("fp16",))
+    assert "(1.0 / dim) ** 0.5" in text  # softmax scale 1/sqrt(d), the reference's
+    # BSHD, one seq_len for q and k/v, V shaped as K (q's head dim): what `upstream_supports` keeps
+    assert re.search(r"\[batch, seq_len, heads, dim\]", text)
+    assert "V: T.Tensor(kv_shape" in text or "V: T.Tensor(shape" in text
+    # causal: query row bx * block_M + i sees key k * block_N + j up to its own index (top-left,
+    # the same as our bottom-right alignment when s_q == s_k)
+    assert "bx * block_M + i >= k * block_N + j" in text
+
+
+def test_flash_attention_upstream_supports_the_configured_sweep():
+    exp, _, cases = plan(compose_config("experiment=flash_attention"))
+    backend = exp.backend(upstream.NAME)
+    seen = set()
+    for case in cases:
+        why = backend.refuses(case)
+        if case["dtype"] != "fp16":
+            kind, ok = "dtype", "implements dtype fp16" in why
+        elif "lengths" in case:
+            kind, ok = "varlen", "packed variable lengths" in why
+        elif case["head_dim"] == 192:
+            kind, ok = "192/128", "V has q's head dim" in why
+        else:  # the FA3 grid (64, 128, 256), GQA 32:8 and 64:8, the 32k case
+            kind, ok = ("gqa" if case["heads_kv"] != case["heads"] else f"d{case['head_dim']}"), why is None
+        assert ok, (case, why)
+        seen.add(kind)
+    assert seen == {"dtype", "varlen", "192/128", "gqa", "d64", "d128", "d256"}
+    case = {"batch": 2, "heads": 8, "heads_kv": 8, "seq_q": 512, "seq_k": 1024, "head_dim": 128, "causal": True,
+            "dtype": "fp16"}
+    assert "one seq_len" in backend.refuses(case)
+
+
+def _fa_stand_in(calls):
+    """example_*_fwd_bshd.flashattn's contract: fp16 BSHD q [b, s, h, d], k/v [b, s, h / groups, d];
+    returns a kernel that allocates and returns the output."""
+    import torch
+
+    from experiments.flash_attention import attention_reference
+
+    def flashattn(batch, heads, seq_len, dim, is_causal, groups=1, **schedule):
+        calls.append((batch, heads, seq_len, dim, is_causal, groups, schedule))
+
+        def kernel(q, k, v):
+            assert q.shape == (batch, seq_len, heads, dim)
+            assert k.shape == v.shape == (batch, seq_len, heads // groups, dim)
+            assert all(x.dtype == torch.float16 and x.is_contiguous() for x in (q, k, v))
+            return attention_reference(q, k, v, is_causal).half()
+
+        return kernel
+
+    return flashattn
+
+
+def test_flash_attention_upstream_wrapper_picks_the_example_and_schedule(monkeypatch):
+    from experiments.flash_attention import UPSTREAM_SCHEDULES
+
+    exp = load_experiment("flash_attention")
+    calls, paths = [], []
+    monkeypatch.setattr(upstream, "example", lambda path: paths.append(path) or _Module(flashattn=_fa_stand_in(calls)))
+    base = {"batch": 2, "heads": 4, "heads_kv": 4, "seq_q": 96, "seq_k": 96, "head_dim": 64, "causal": True,
+            "dtype": "fp16"}
+    for case in (base, {**base, "heads": 8, "heads_kv": 2, "causal": False}):
+        inputs = exp.make_inputs(case, 3, "cpu")
+        res = default_check(exp.backend(upstream.NAME).build(case, inputs)(), exp.reference(case, inputs),
+                            {"rel_l2": 2e-3, "max_abs_rel": 1e-2})
+        assert res["passed"], res["error"]
+    assert paths == [upstream.FLASH_ATTENTION, upstream.FLASH_ATTENTION_GQA]
+    assert calls == [(2, 4, 96, 64, True, 1, UPSTREAM_SCHEDULES[upstream.FLASH_ATTENTION]),
+                     (2, 8, 96, 64, False, 4, UPSTREAM_SCHEDULES[upstream.FLASH_ATTENTION_GQA])]
+
+
+# A stand-in for flash-attn-4's `flash_attn.cute` with its interface's leading parameters (4.0.0b36:
+# q, k, v, qv, ... ; the varlen entry's lengths after qv), computing the reference.
+FAKE_FA4 = """
+import torch
+from experiments.flash_attention import attention_reference
+CALLS = []
+def flash_attn_func(q, k, v, qv=None, gather_kv_indices=None, softmax_scale=None, causal=False, **kw):
+    assert qv is None and gather_kv_indices is None and softmax_scale is None and not kw
+    CALLS.append("padded")
+    return attention_reference(q, k, v, causal).to(q.dtype), None
+def flash_attn_varlen_func(q, k, v, qv=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
+                           max_seqlen_k=None, causal=False, **kw):
+    assert qv is None and cu_seqlens_q is cu_seqlens_k is not None and max_seqlen_q == max_seqlen_k and not kw
+    CALLS.append("varlen")
+    cu = cu_seqlens_q.tolist()
+    return torch.cat([attention_reference(q[a:e][None], k[a:e][None], v[a:e][None], causal)[0]
+                      for a, e in zip(cu[:-1], cu[1:])]).to(q.dtype), None
+"""
+
+
+@pytest.fixture
+def fa4_cache(tmp_path, monkeypatch):
+    """A baselines cache whose `fa4` site holds the stand-in as `flash_attn/cute` (no __init__.py
+    for `flash_attn`, as the wheel ships it); the modules it imports are dropped afterwards."""
+    import sys
+
+    site = tmp_path / "baselines" / "fa4" / "site"
+    (site / "flash_attn" / "cute").mkdir(parents=True)
+    (site / "flash_attn" / "cute" / "__init__.py").write_text(FAKE_FA4)
+    write_stamp(tmp_path / "baselines" / "fa4", {"name": "fa4", "status": "ok", "site": str(site)})
+    monkeypatch.setenv("REPRO_BASELINES", str(tmp_path / "baselines"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = {n for n in sys.modules if n.split(".")[0] == "flash_attn"}
+    yield tmp_path / "baselines"
+    for name in [n for n in sys.modules if n.split(".")[0] == "flash_attn" and n not in before]:
+        del sys.modules[name]
+
+
+def test_fa4_probe_says_why_without_the_package(tmp_path, monkeypatch):
+    if importlib.util.find_spec("flash_attn") and importlib.util.find_spec("flash_attn.cute"):
+        pytest.skip("flash-attn-4 is installed here")
+    monkeypatch.setattr(upstream, "needs_cuda", lambda: None)  # as on a GPU machine
+    monkeypatch.setenv("REPRO_BASELINES", str(tmp_path / "empty"))
+    reason = load_experiment("flash_attention").backend("fa4").probe()
+    assert reason and "flash_attn.cute" in reason and "baseline fa4 not built" in reason and "make baselines" in reason
+
+
+def test_fa4_wrapper_calls_the_cache_install_by_keyword(fa4_cache, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(upstream, "needs_cuda", lambda: None)
+    exp = load_experiment("flash_attention")
+    backend = exp.backend("fa4")
+    assert backend.probe() is None and backend.refuses({"dtype": "bf16", "head_dim": 192}) is None
+    base = {"batch": 2, "heads": 4, "heads_kv": 2, "seq_q": 40, "seq_k": 40, "head_dim": 64, "causal": True,
+            "dtype": "bf16"}
+    for case in (base, {**base, "batch": 3, "lengths": "1+40+17"}):
+        inputs = exp.make_inputs(case, 4, "cpu")
+        res = default_check(backend.build(case, inputs)(), exp.reference(case, inputs),
+                            {"rel_l2": 1e-2, "max_abs_rel": 5e-2})
+        assert res["passed"], res["error"]
+    assert sys.modules["flash_attn.cute"].CALLS == ["padded", "varlen"]
+

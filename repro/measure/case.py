@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import math
-import traceback
 from typing import Any, Mapping, Sequence
 
+from repro.measure.child import exception_text
 from repro.measure.cpu_timer import time_cpu
 from repro.measure.experiment import Backend, Experiment
 from repro.measure.gate import default_check, poison_allocator, poison_outputs
@@ -56,9 +56,7 @@ def _failure(exc: BaseException) -> dict:
 
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return {"status": "oom", "error": f"out of memory: {str(exc).splitlines()[0][:300]}"}
-    last = traceback.extract_tb(exc.__traceback__)[-1]
-    where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
-    return {"status": "error", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}{where}"}
+    return {"status": "error", "error": exception_text(exc)}
 
 
 def _ready(exp: Experiment, backend: Backend, case: dict, settings: BenchSettings, hw: Mapping, device: str):

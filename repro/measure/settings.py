@@ -129,7 +129,8 @@ class BenchSettings:
         """One of `trials` timing trials: the sample budget and repetition bounds shared out, so
         the pooled samples cost what one trial of the whole budget would."""
         n = self.trials
-        return TimerSettings(self.warmup_ms, self.rep_ms / n, -(-self.min_reps // n), -(-self.max_reps // n),
+        low = -(-self.min_reps // n)  # pooled: at least min_reps, at most max_reps (when n <= min_reps)
+        return TimerSettings(self.warmup_ms, self.rep_ms / n, low, max(low, self.max_reps // n),
                              self.flush_l2, self.cuda_graph)
 
     def tolerance_for(self, dtype: str) -> dict:

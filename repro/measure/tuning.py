@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence, TypeVar
 
 K = TypeVar("K")
 CACHE_DIR = Path(os.environ.get("REPRO_CACHE", Path.home() / ".cache" / "tilelang-repro"))
@@ -43,11 +44,17 @@ def compile_all(jobs: Sequence[Callable[[], object]], workers: int | None = None
     def safe(job):
         try:
             return job()
-        except Exception as exc:  # a candidate that does not compile is simply not chosen
+        except Exception as exc:  # not chosen; pick_fastest names it with its error
             return exc
 
     with ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 2)) as pool:
         return list(pool.map(safe, jobs))
+
+
+def log_failure(candidate, what: str, exc: BaseException) -> None:
+    """A candidate left out of a search is named, with the first line of its error (never dropped silently)."""
+    first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else ""
+    print(f"[search] candidate {candidate} {what}: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
 
 
 def pick_fastest(candidates: Sequence[K], runners: Sequence[Callable[[], object] | Exception]) -> K:
@@ -60,13 +67,62 @@ def pick_fastest(candidates: Sequence[K], runners: Sequence[Callable[[], object]
     best, best_ms = None, float("inf")
     for cand, run in zip(candidates, runners):
         if isinstance(run, Exception):
+            log_failure(cand, "could not be built", run)
             continue
         try:
             ms = time_cuda(run, brief).median_ms
-        except Exception:
+        except Exception as exc:
+            log_failure(cand, "fails to run", exc)
             continue
         if ms < best_ms:
             best, best_ms = cand, ms
     if best is None:
         raise RuntimeError("no schedule candidate compiled and ran")
     return best
+
+
+def search(cache: KnobCache, groups: Mapping[str, dict], candidates: Callable[[dict], Sequence[K]],
+           compile_one: Callable[[dict, K], object], runner: Callable[[dict, dict, K, object], Callable[[], object]],
+           make_inputs: Callable[[dict], dict], encode: Callable[[K], dict],
+           screen: Callable[[list], list] | None = None) -> dict[str, dict]:
+    """The one schedule search: for each group key not yet cached, its representative case's
+    candidates are compiled (all groups' at once, in parallel), timed on one set of inputs with
+    the suite's timer, and the fastest is cached as `encode(candidate)`. A candidate that does not
+    compile or run is named with its error (`log_failure`); `screen` may first turn runners into errors
+    (e.g. a fast candidate whose output strays). Returns {key: cached choice}."""
+    pending = {key: case for key, case in groups.items() if cache.get(key) is None}
+    lists = {key: list(candidates(case)) for key, case in pending.items()}
+    built = compile_all([lambda c=case, k=cand: compile_one(c, k)
+                         for key, case in pending.items() for cand in lists[key]])
+    chosen, at = {}, 0
+    for key, case in pending.items():
+        cands = lists[key]
+        made, at = built[at:at + len(cands)], at + len(cands)
+        inputs = make_inputs(case)
+        try:
+            runners = [m if isinstance(m, Exception) else _runner_or_error(runner, case, inputs, k, m)
+                       for k, m in zip(cands, made)]
+            runners = screen(runners) if screen else runners
+            chosen[key] = encode(pick_fastest(cands, runners))
+        finally:
+            del inputs
+            _free_device_memory()
+        cache.put(key, chosen[key])
+    return chosen
+
+
+def _runner_or_error(runner, case, inputs, cand, made):
+    try:
+        return runner(case, inputs, cand, made)
+    except Exception as exc:  # e.g. a launch plan the candidate cannot serve: not chosen, named
+        return exc
+
+
+def _free_device_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass

@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from repro.measure.child import child_env, death_text
 from repro.measure.experiment import config_section
 from repro.portability.child import MARKER
 
@@ -84,8 +85,7 @@ def run_job(job: dict, timeout_s: float) -> dict:
     """The child's result, or `failed` with why the child gave none (time limit, crash)."""
     payload = {k: job[k] for k in ("kernel", "params", "target", "keep_dir", "fallback")}
     start = time.perf_counter()
-    env = {**os.environ, "TILELANG_DISABLE_CACHE": "1",  # time and prove a real build, not a cache hit
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = child_env(TILELANG_DISABLE_CACHE="1")  # time and prove a real build, not a cache hit
     try:
         proc = subprocess.run([sys.executable, "-m", "repro.portability.child", json.dumps(payload)],
                               cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -96,7 +96,7 @@ def run_job(job: dict, timeout_s: float) -> dict:
         if line.startswith(MARKER):
             return json.loads(line[len(MARKER):])
     tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
-    return {"status": "failed", "reason": f"child process exited with code {proc.returncode}: {tail[0].strip()}",
+    return {"status": "failed", "reason": f"child process {death_text(proc.returncode)}: {tail[0].strip()}",
             "seconds": round(time.perf_counter() - start, 2)}
 
 

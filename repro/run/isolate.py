@@ -13,16 +13,15 @@ run in the parent.
 """
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, Optional
 
-ROOT = Path(__file__).resolve().parents[2]
+from repro.measure.child import child_env, death_text, exception_text
+
 
 RESTART_AFTER = ("error", "oom", "timeout")  # a context that failed once is not trusted again
 
@@ -33,13 +32,8 @@ def isolated(mode: Any, backend) -> bool:
 
 
 def _failure_row(exc: BaseException) -> dict:
-    import traceback
-
-    last = traceback.extract_tb(exc.__traceback__)[-1:] or None
-    where = f" ({last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})" if last else ""
-    first = str(exc).splitlines()[0][:300] if str(exc) else ""
     status = "oom" if type(exc).__name__ == "OutOfMemoryError" else "error"
-    return {"status": status, "error": f"{type(exc).__name__}: {first}{where}"}
+    return {"status": status, "error": exception_text(exc)}
 
 
 def _die_with_parent() -> None:
@@ -87,14 +81,9 @@ def _serve(conn) -> None:
 
 
 def _death_row(exitcode: Optional[int]) -> dict:
-    if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name
-        if -exitcode == signal.SIGKILL:  # the harness did not send it
-            return {"status": "oom", "error": "child killed by SIGKILL, not by the harness: most likely the "
-                                              "system's out-of-memory killer"}
-        return {"status": "error", "error": f"child process crashed: killed by {name} (a fault in native "
-                                            "code, e.g. an illegal memory access or a failed assertion)"}
-    return {"status": "error", "error": f"child process exited with code {exitcode} before reporting"}
+    oom = exitcode == -signal.SIGKILL  # the harness did not send it
+    verb = "crashed: " if exitcode is not None and exitcode < 0 and not oom else ""
+    return {"status": "oom" if oom else "error", "error": f"child process {verb}{death_text(exitcode)}"}
 
 
 class Sandbox:
@@ -109,7 +98,7 @@ class Sandbox:
         # A fresh interpreter, not a fork (the parent may hold a CUDA context) nor a
         # multiprocessing spawn (inside a joblib or submitit worker its start method is theirs).
         ours, theirs = socket.socketpair()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env = child_env()
         self.proc = subprocess.Popen([sys.executable, "-m", "repro.run.isolate", str(theirs.fileno())],
                                      pass_fds=[theirs.fileno()], env=env)
         theirs.close()

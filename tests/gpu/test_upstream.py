@@ -82,3 +82,68 @@ def test_a_wrong_output_still_fails_the_gate(monkeypatch):
     wrong = dataclasses.replace(backend, build=off_by_a_bit)
     row = measure(exp, wrong, CASES["mla_decode"], settings, {"vendor": "nvidia"}, device="cuda")
     assert row["status"] == "incorrect" and "output 0" in row["error"]
+
+
+# --- flash_attention: tilelang_upstream (both forward examples) and fa4 ----------------------
+
+def _fa(**kw) -> dict:
+    return {"batch": 2, "heads": 8, "heads_kv": 8, "seq_q": 1024, "seq_k": 1024, "head_dim": 128, "causal": True,
+            "dtype": "fp16", **kw}
+
+
+FA_UPSTREAM = {  # example_mha_fwd_bshd.py at head dims 64/128/256, example_gqa_fwd_bshd.py for GQA
+    "mha-d128-causal": _fa(), "mha-d64": _fa(head_dim=64, causal=False), "mha-d256": _fa(batch=1, head_dim=256),
+    "gqa4to1": _fa(heads=16, heads_kv=4, causal=False), "gqa4to1-causal": _fa(heads=16, heads_kv=4),
+}
+FA4 = {"bf16-causal": _fa(dtype="bf16"), "gqa": _fa(heads=16, heads_kv=4, causal=False),
+       "d192-v128": _fa(heads=16, head_dim=192),
+       "varlen": _fa(batch=3, heads_kv=2, seq_q=700, seq_k=700, lengths="1+700+333")}
+
+
+def _fa_setup(backend_name, monkeypatch):
+    monkeypatch.setenv("REPRO_BASELINES", str(BASELINES))
+    exp = load_experiment("flash_attention")
+    backend = exp.backend(backend_name)
+    reason = backend.probe()
+    if reason:
+        pytest.skip(reason)
+    settings = settings_of(compose_config("experiment=flash_attention")).replace(
+        seed=11, warmup_ms=5.0, rep_ms=30.0, min_reps=3, max_reps=20)
+    return exp, backend, settings
+
+
+def _ok(exp, backend, case, settings):
+    exp.validate_case(case)
+    assert backend.refuses(case) is None
+    row = measure(exp, backend, case, settings, {"vendor": "nvidia"}, device="cuda")
+    assert row["status"] == "ok", row.get("error")
+    assert row["median_ms"] > 0 and row["rel_l2"] < settings.tolerance_for(case["dtype"])["rel_l2"]
+    assert not row.get("error")
+
+
+@pytest.mark.parametrize("key", sorted(FA_UPSTREAM))
+def test_flash_attention_upstream_passes_the_gate_and_is_timed(key, monkeypatch):
+    exp, backend, settings = _fa_setup("tilelang_upstream", monkeypatch)
+    _ok(exp, backend, FA_UPSTREAM[key], settings)
+
+
+@pytest.mark.parametrize("case", [_fa(head_dim=192, heads=16), _fa(batch=3, seq_q=700, seq_k=700, lengths="1+700+333"),
+                                  _fa(dtype="bf16")])
+def test_flash_attention_upstream_skips_what_the_examples_lack(case, monkeypatch):
+    exp, backend, settings = _fa_setup("tilelang_upstream", monkeypatch)
+    row = measure(exp, backend, case, settings, {"vendor": "nvidia"}, device="cuda")
+    assert row["status"] == "skipped" and ("the example" in row["error"] or "implements dtype fp16" in row["error"])
+
+
+@pytest.mark.parametrize("key", sorted(FA4))
+def test_fa4_passes_the_gate_and_is_timed(key, monkeypatch):
+    exp, backend, settings = _fa_setup("fa4", monkeypatch)
+    import inspect
+
+    from experiments import upstream
+
+    fa4 = upstream.baseline_module("fa4", "flash_attn.cute")  # the parameters build_fa4 relies on
+    assert list(inspect.signature(fa4.flash_attn_varlen_func).parameters)[:8] == [
+        "q", "k", "v", "qv", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k"]
+    assert "causal" in inspect.signature(fa4.flash_attn_func).parameters
+    _ok(exp, backend, FA4[key], settings)
