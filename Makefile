@@ -48,13 +48,15 @@ reproduce: setup  ## on a GPU: make baselines (unless BASELINES=0), measure ever
 	$(MAKE) --no-print-directory paper
 
 measure: setup  ## run the experiments' sweeps on every visible GPU (results/<hardware>/<experiment>.csv)
-	@n=$$($(PY) -c "from repro.measure.devices import visible_gpus; print(len(visible_gpus()))"); \
+	@$(PY) -m repro.run.estimate --results $(RESULTS) $(EXPERIMENTS)
+	@start=$$(date +%s); n=$$($(PY) -c "from repro.measure.devices import visible_gpus; print(len(visible_gpus()))"); \
 	for e in $(EXPERIMENTS); do \
 	  if [ "$$n" -gt 1 ]; then \
 	    shards=$$($(PY) -c "print(','.join(f'{i}/$$n' for i in range($$n)))"); \
 	    $(PY) run.py -m hydra/launcher=joblib experiment=$$e ++shard=$$shards results_dir=$(RESULTS) || exit $$?; \
 	  else $(PY) run.py experiment=$$e results_dir=$(RESULTS) || exit $$?; fi; \
-	done
+	done; \
+	echo "measure: $(words $(EXPERIMENTS)) experiments in $$(( ($$(date +%s) - start) / 60 )) min on $$n GPU(s); per-experiment times in each run's manifest (sweep)"
 
 figures: setup  ## regenerate paper/figures from results/
 	$(PY) -m repro.report --results $(RESULTS) --out paper --figures-only

@@ -296,3 +296,18 @@ def test_import_closure_follows_function_level_and_relative_imports(tmp_path, mo
     assert manifest.code_hash(runner.import_closure([tmp_path / "experiments" / "x.py"])) == before
     (tmp_path / "kernels" / "b.py").write_text("helper = 2\n")
     assert manifest.code_hash(runner.import_closure([tmp_path / "experiments" / "x.py"])) != before
+
+
+def test_a_sweep_records_its_time_and_the_next_one_is_estimated_from_it(tmp_path):
+    import json
+
+    res = run_py("experiment=selftest", "backends=[matmul,einsum]", "sizes=[16,24]", f"results_dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    (manifest,) = list((tmp_path / "cpu").glob("env-*.json"))
+    sweep = json.loads(manifest.read_text())["sweep"]
+    assert sweep["experiment"] == "selftest" and sweep["rows"] == 4 and sweep["cases"] == 2
+    assert sweep["wall_s"] >= sweep.get("isolated_s", 0) >= 0 and "sweep time" in res.stdout
+    out = subprocess.run([sys.executable, "-m", "repro.run.estimate", "--results", str(tmp_path), "selftest", "gemm"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "estimate: about" in out and "selftest: about" in out and "4 rows" in out
+    assert "gemm: no earlier sweep recorded" in out

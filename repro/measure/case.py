@@ -79,20 +79,28 @@ def _ready(exp: Experiment, backend: Backend, case: dict, settings: BenchSetting
 
 
 def measure_case(exp: Experiment, backends: Sequence[Backend], case: dict, settings: BenchSettings, hw: Mapping,
-                 flusher: L2Flusher | None = None, device: str = "cuda") -> dict[str, dict[str, Any]]:
+                 flusher: L2Flusher | None = None, device: str = "cuda",
+                 clock: dict | None = None) -> dict[str, dict[str, Any]]:
     """Measure several backends of one case: gate each, then `settings.trials` timing trials
     interleaved over the backends that passed (A B C, B C A, ...), so that a drifting machine
     touches every backend alike. A row's figures come from its pooled samples; `trial_ms` keeps
     each trial's median for the paired ratio intervals (repro/measure/stats.py).
-    Never raises for a backend's own failure: each row's status says what happened."""
+    Never raises for a backend's own failure: each row's status says what happened. `clock`, when
+    given, accumulates the seconds spent gating (first compiles included) and timing."""
+    import time
+
     import torch
 
     rows, ready = {}, {}
+    clock = clock if clock is not None else {}
     try:
+        start = time.perf_counter()
         for backend in backends:
             rows[backend.name], fn = _ready(exp, backend, case, settings, hw, device)
             if fn is not None:
                 ready[backend.name] = fn
+        gated = time.perf_counter()
+        clock["gate_s"] = clock.get("gate_s", 0.0) + gated - start
         timer = time_cuda if device != "cpu" else time_cpu
         trials: dict[str, list] = {name: [] for name in ready}
         order = list(ready)
@@ -105,6 +113,7 @@ def measure_case(exp: Experiment, backends: Sequence[Backend], case: dict, setti
                 except Exception as exc:  # a failure while timing: the backend leaves the case
                     rows[name] = {**rows[name], **_failure(exc)}
                     ready.pop(name)
+        clock["timing_s"] = clock.get("timing_s", 0.0) + time.perf_counter() - gated
         for name in ready:
             pooled = summarize([x for timing in trials[name] for x in timing.samples_ms])
             rows[name] = {**rows[name], "status": "ok", "median_ms": pooled.median_ms, "p25_ms": pooled.p25_ms,

@@ -5,6 +5,7 @@ import ast
 import datetime as dt
 import os
 import secrets
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,8 +207,18 @@ def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str) 
             if cfg.get("redo") or not store.is_done(case_key(c), b, meta["code_hash"], meta["env_key"])]
     print(f"{label}{len(cases) * len(backends) - len(todo)} measured already, {len(todo)} to run "
           f"on {manifest['gpu'].get('name') or device} ({hw['name']}), run {run_id}")
-    execute(exp, todo, backends, settings, hw, store, meta, device, search=bool(cfg.get("search", True)))
+    started, clock = time.perf_counter(), {}
+    execute(exp, todo, backends, settings, hw, store, meta, device, search=bool(cfg.get("search", True)),
+            clock=clock)
     print_summary(store.df, exp.baseline)
+    if todo:  # the sweep's time, as a figure of the run: in its manifest and on the console
+        sweep = {"experiment": exp.name, "wall_s": round(time.perf_counter() - started, 1), "rows": len(todo),
+                 "cases": len({case_key(c) for c, _ in todo}), **{k: round(v, 1) for k, v in sorted(clock.items())}}
+        manifest["sweep"] = sweep
+        if mf.path_of(root / hw["name"], run_id).exists():
+            mf.write(manifest, root / hw["name"], run_id)
+        print(f"{label}sweep time {sweep['wall_s']} s for {sweep['rows']} rows: "
+              + ", ".join(f"{k} {v}" for k, v in sweep.items() if k.endswith("_s") and k != "wall_s"))
     if store.path != store.main_path:
         if job.parallel:
             print(f"{label}rows in {store.path.as_posix()}; merged when the sweep ends "
@@ -247,9 +258,12 @@ def _with_intervals(exp, case: dict, results: dict, store) -> dict:
     return out
 
 
-def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda", search: bool = True) -> None:
+def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda", search: bool = True,
+            clock: dict | None = None) -> None:
     """Measure each pending case, its backends' timing trials interleaved: in a sandbox child when
-    any of them is untrusted, else here; first, with `search`, the experiment's schedule search."""
+    any of them is untrusted, else here; first, with `search`, the experiment's schedule search.
+    `clock` collects where the time went: search_s, gate_s, timing_s, isolated_s (whole cases in
+    a child, where the split is not seen)."""
     from tqdm import tqdm
 
     from repro.run.isolate import Sandbox, isolated
@@ -259,23 +273,28 @@ def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda"
     by_case: dict[str, tuple[dict, list[str]]] = {}
     for case, backend in todo:
         by_case.setdefault(case_key(case), (case, []))[1].append(backend)
-    flusher = None
+    flusher, clock = None, clock if clock is not None else {}
     with Sandbox(exp.name, settings, hw, device) if any_isolated else nullcontext() as sandbox:
         if exp.prepare and todo and search:
+            start = time.perf_counter()
             _prepare(exp, todo, backends, settings, sandbox)
+            clock["search_s"] = time.perf_counter() - start
         with tqdm(total=len(todo), desc=exp.name, unit="run", dynamic_ncols=True) as bar:
             for key, (case, names) in by_case.items():
                 bar.set_postfix_str(key[:60])
                 # A case with any untrusted backend goes whole to the child, so that its backends'
                 # trials still interleave; trusted ones then cost nothing extra there.
                 if any(isolated(mode, exp.backend(n)) for n in names):
+                    start = time.perf_counter()
                     results = sandbox.measure_case(names, case)
+                    clock["isolated_s"] = clock.get("isolated_s", 0.0) + time.perf_counter() - start
                 else:
                     if flusher is None and device != "cpu" and settings.flush_l2:
                         from repro.measure.timer import L2Flusher
 
                         flusher = L2Flusher()
-                    results = measure_case(exp, [exp.backend(n) for n in names], case, settings, hw, flusher, device)
+                    results = measure_case(exp, [exp.backend(n) for n in names], case, settings, hw, flusher, device,
+                                           clock)
                 results = _with_intervals(exp, case, results, store)
                 store.write([_row(exp, case, name, meta, results[name]) for name in names])
                 bar.update(len(names))
