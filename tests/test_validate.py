@@ -278,3 +278,29 @@ def test_a_garbage_portability_table_is_refused_not_extended(tmp_path):
                   "portability.only_targets=[ascend910b]")
     assert str(table) in one_error_line(res, 4)
     assert table.read_text() == "this is not\na portability table, at all\n"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("portability.timeout_s=-1", "portability.timeout_s"), ("portability.timeout_s=0", "portability.timeout_s"),
+    ("portability.jobs=0", "portability.jobs"), ("portability.redo=maybe", "portability.redo"),
+    ("portability.only_kernels=[]", "portability.only_kernels")])
+def test_portability_options_are_checked_before_any_build(tmp_path, override, key):
+    table = tmp_path / "portability.csv"
+    res = run_cli("experiment=portability", f"results_dir={tmp_path}", override)
+    assert key in one_error_line(res, 2) and not table.exists()
+
+
+def test_loc_and_portability_write_under_results_dir(tmp_path):
+    res = run_cli("experiment=loc", f"results_dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "loc.csv").read_text().startswith("implementation,")
+    cfg = compose_config("experiment=portability", f"results_dir={tmp_path}")
+    assert cfg.portability.out == f"{tmp_path}/portability.csv" and cfg.portability.results == str(tmp_path)
+
+
+def test_a_damaged_line_count_table_is_refused_not_extended(tmp_path):
+    table = tmp_path / "loc.csv"
+    table.write_text('implementation,code_lines\n"cut')
+    res = run_cli("experiment=loc", f"results_dir={tmp_path}")
+    assert str(table) in one_error_line(res, 4)
+    assert table.read_text() == 'implementation,code_lines\n"cut'

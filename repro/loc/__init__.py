@@ -40,6 +40,7 @@ def run(cfg):
 
         raise ConfigError(f"loc.sources: {sources} is not a folder")
     table = build_table(loc["implementations"], sources, read_committed(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
+    from repro.results.store import atomic_write_csv
+
+    atomic_write_csv(table, out)
     return table

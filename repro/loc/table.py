@@ -189,5 +189,10 @@ def read_committed(path: Path) -> dict[str, dict]:
     """Rows of an earlier results/loc.csv by implementation, as strings; {} if none."""
     if not path.is_file():
         return {}
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    from repro.results.store import StoreError, read_csv_checked
+
+    table = read_csv_checked(path).astype(str).replace("nan", "")  # a cut or unparsable file: StoreError
+    if "implementation" not in table.columns or table["implementation"].duplicated().any():
+        raise StoreError(f"{path}: not a line-count table (no unique `implementation` column); "
+                         "move it aside or fix it, it was not overwritten")
     return {row["implementation"]: row for row in table.to_dict("records")}

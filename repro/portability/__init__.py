@@ -36,8 +36,27 @@ STATUSES = ("compiled", "lowered", "run", "failed", "not available")
 
 
 def settings_of(cfg) -> dict:
-    """The `portability` section as plain Python data."""
-    return config_section(cfg, "portability")
+    """The `portability` section as plain Python data, its options checked (one clear line each)."""
+    import math
+
+    from repro.run.validate import ConfigError
+
+    settings = config_section(cfg, "portability")
+    timeout = settings.get("timeout_s")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigError(f"portability.timeout_s={timeout!r}: must be a number of seconds > 0")
+    jobs = settings.get("jobs")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ConfigError(f"portability.jobs={jobs!r}: null (one per CPU core) or a positive integer")
+    if not isinstance(settings.get("redo", False), bool):
+        raise ConfigError(f"portability.redo={settings.get('redo')!r}: must be true or false")
+    for key in ("only_kernels", "only_targets"):
+        value = settings.get(key)
+        if value is not None and (not isinstance(value, list) or not value):
+            raise ConfigError(f"portability.{key}={value!r}: null or a non-empty list")
+    if not isinstance(settings.get("out"), str) or not settings["out"].strip():
+        raise ConfigError(f"portability.out={settings.get('out')!r}: a file path")
+    return settings
 
 
 def plan(settings: dict) -> list[dict]:
@@ -191,11 +210,12 @@ def merge(old: list[dict], new: list[dict], order: list[str], targets: list[str]
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    """Replace the table atomically: a run killed mid-write leaves the old file whole."""
+    import pandas as pd
+
+    from repro.results.store import atomic_write_csv
+
+    atomic_write_csv(pd.DataFrame([{c: r.get(c, "") for c in COLUMNS} for r in rows], columns=COLUMNS), path)
 
 
 def print_table(rows: list[dict]) -> None:
