@@ -21,8 +21,8 @@ its own run (the loss at every `log_every`-th step and the last, its wall-clock 
 shows the noise of two SDPA runs, the `tilelang` row TileLang against SDPA. The timed region is
 one training step (forward, backward, clipping, optimizer step) on a fixed batch, after the run;
 tokens/s = batch * seq / time. (A run's own tokens/s, in the curves file, comes after one warm-up
-step on a throwaway model, so that kernel compilation is outside it.) The curves and each run's tokens/s go to
-<results_dir>/<hardware>/curves/train_step.csv.
+step on a throwaway model, so that kernel compilation is outside it.) The curves and each run's tokens/s are
+the experiment's `curves` artifact: results/<hardware>/artifacts/train_step.curves.csv.
 
 FLOPs per step = 6 * tokens * (12 * layers * d_model^2 + d_model * vocab) for the weights (forward
 and backward of every linear layer and the tied output projection) + 3.5 * layers * 4 * batch *
@@ -32,19 +32,14 @@ both moments and the gradients are written and read once (activations are not co
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from repro.measure.experiment import Backend, Experiment, needs_module, selected_dtypes
 
-CURVES_ENV = "REPRO_TRAIN_STEP_CURVES"  # "<results_dir>|<hardware>", set when the cases are planned
 LR, WARMUP, BETAS, WEIGHT_DECAY, CLIP = 1e-3, 0.1, (0.9, 0.95), 0.1, 1.0
 CANDIDATES, CLASSES = 4, 4  # next-byte choices per context; classes of the byte before the previous one
 _REFERENCE: dict = {}  # (case key, seed, device) -> reference curve, one SDPA run per process
 
 
 def cases(cfg) -> list[dict]:
-    os.environ[CURVES_ENV] = f"{cfg.results_dir}|{cfg.hardware.name}"
     out = []
     for dtype in selected_dtypes(cfg):
         for m in cfg.models:
@@ -192,9 +187,7 @@ def make_inputs(case: dict, seed: int, device: str) -> dict:
 
 def reference(case: dict, inputs: dict):
     """The SDPA run's loss curve (one per case, seed and device in a process)."""
-    from repro.results.store import case_key
-
-    key = (case_key(case), inputs["seed"], inputs["device"])
+    key = (tuple(sorted(case.items())), inputs["seed"], inputs["device"])
     if key not in _REFERENCE:
         _REFERENCE[key] = train(case, inputs["seed"], inputs["device"], sdpa_attention)[0]
     return _REFERENCE[key]
@@ -203,8 +196,7 @@ def reference(case: dict, inputs: dict):
 def _build(name: str, attention):
     def build(case: dict, inputs: dict):
         curve, logged, tokens_per_s, step, batch = train(case, inputs["seed"], inputs["device"], attention)
-        inputs["curve"], inputs["logged"] = curve, logged
-        write_curve(case, name, inputs["seed"], logged, curve, tokens_per_s)
+        inputs["curve"], inputs["logged"], inputs["tokens_per_s"] = curve, logged, tokens_per_s
         return lambda: step(batch)
 
     return build
@@ -228,35 +220,11 @@ def check(case: dict, inputs: dict, out, ref) -> dict:
     return {"passed": passed, "error": error, "rel_l2": rel_l2, "max_abs": max_abs}
 
 
-def curves_path():
-    """<results_dir>/<hardware>/curves/train_step.csv, or None outside a planned run."""
-    target = os.environ.get(CURVES_ENV)
-    if not target:
-        return None
-    root, hardware = target.rsplit("|", 1)
-    if hardware == "auto":
-        from repro.measure.hardware import detect_device, resolve_profile
-
-        hardware = resolve_profile("auto", detect_device())["name"]
-    return Path(root) / hardware / "curves" / "train_step.csv"
-
-
-def write_curve(case: dict, backend: str, seed: int, steps: list, curve, tokens_per_s: float) -> None:
-    """Replace this (case, backend)'s rows of the curves file (atomically, under the folder's lock)."""
-    import pandas as pd
-
-    from repro.results.store import atomic_write_csv, case_key, locked
-
-    path = curves_path()
-    if path is None:
-        return
-    key = case_key(case)
-    rows = pd.DataFrame({"case": key, "backend": backend, "seed": seed, "step": steps,
-                         "loss": [float(x) for x in curve], "train_tokens_per_s": tokens_per_s})
-    with locked(path.parent):
-        old = pd.read_csv(path) if path.exists() else rows.iloc[0:0]
-        old = old[~((old["case"] == key) & (old["backend"] == backend))]
-        atomic_write_csv(pd.concat([old, rows], ignore_index=True), path)
+def artifacts(case: dict, backend: str, inputs: dict) -> dict:
+    """The run's loss curve and tokens/s, stored beside its row (results/<hw>/artifacts/)."""
+    return {"curves": [{"seed": inputs["seed"], "step": step, "loss": float(loss),
+                        "train_tokens_per_s": inputs["tokens_per_s"]}
+                       for step, loss in zip(inputs["logged"], inputs["curve"])]}
 
 
 def flops(case: dict) -> float:
@@ -289,4 +257,5 @@ EXPERIMENT = Experiment(
     baseline="sdpa",
     check=check,
     validate_case=validate_case,
+    artifacts=artifacts,
 )

@@ -149,18 +149,22 @@ def test_train_step_check_and_flops():
     assert ts.flops(case) == pytest.approx(expected)
 
 
-def test_train_step_config_plans(tmp_path, monkeypatch):
+def test_train_step_config_plans(tmp_path):
+    from repro.results.store import artifact_path, case_key, write_artifact
+
     cfg = OmegaConf.load(f"{ROOT_CFG}/train_step.yaml")
-    cfg.dtype, cfg.results_dir, cfg.hardware = None, str(tmp_path), {"name": "h200"}
-    monkeypatch.delenv(ts.CURVES_ENV, raising=False)
+    cfg.dtype = None
     (case,) = ts.cases(cfg)
     ts.validate_case(case)
     assert case["d_model"] // case["heads"] == 64
-    assert ts.curves_path() == tmp_path / "h200" / "curves" / "train_step.csv"
-    ts.write_curve(case, "sdpa", 1, [0, 10], torch.tensor([5.5, 5.0]), 1e5)
-    ts.write_curve(case, "sdpa", 2, [0, 10], torch.tensor([5.4, 4.9]), 1e5)  # replaces the first
-    ts.write_curve(case, "tilelang", 2, [0, 10], torch.tensor([5.4, 4.9]), 1e5)
+    curve = ts.artifacts(case, "sdpa", {"seed": 1, "logged": [0, 10], "curve": torch.tensor([5.5, 5.0]),
+                                        "tokens_per_s": 1e5})["curves"]
+    assert [r["step"] for r in curve] == [0, 10] and curve[1]["loss"] == pytest.approx(5.0)
+    key = case_key(case)
+    write_artifact(tmp_path, "h200", "train_step", "curves", key, "sdpa", curve)
+    write_artifact(tmp_path, "h200", "train_step", "curves", key, "sdpa", [{**r, "seed": 2} for r in curve])
+    write_artifact(tmp_path, "h200", "train_step", "curves", key, "tilelang", curve)  # the first sdpa run replaced
     import pandas as pd
 
-    rows = pd.read_csv(ts.curves_path())
+    rows = pd.read_csv(artifact_path(tmp_path, "h200", "train_step", "curves"))
     assert len(rows) == 4 and set(rows[rows.backend == "sdpa"]["seed"]) == {2}

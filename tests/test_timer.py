@@ -104,6 +104,8 @@ def test_interleaved_trials_give_each_ratio_an_interval(tmp_path):
         assert pd.isna(base.get("speedup"))  # the baseline has no ratio to itself
         assert other["speedup_lo"] <= other["speedup"] <= other["speedup_hi"]
         assert other["speedup_lo"] > 0
+    sums = pd.read_csv(tmp_path / "cpu" / "artifacts" / "selftest.checksums.csv")  # beside the rows
+    assert len(sums) == 2 * 2 * 2 and set(sums["backend"]) == {"matmul", "einsum"}
 
 
 def test_case_interval_pairs_trials():

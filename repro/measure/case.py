@@ -115,6 +115,8 @@ def measure_case(exp: Experiment, backends: Sequence[Backend], case: dict, setti
                     ready.pop(name)
         clock["timing_s"] = clock.get("timing_s", 0.0) + time.perf_counter() - gated
         for name in ready:
+            if exp.artifacts:
+                rows[name]["artifacts"] = exp.artifacts(case, name, ready[name][1])
             pooled = summarize([x for timing in trials[name] for x in timing.samples_ms])
             rows[name] = {**rows[name], "status": "ok", "median_ms": pooled.median_ms, "p25_ms": pooled.p25_ms,
                           "p75_ms": pooled.p75_ms, "min_ms": pooled.min_ms, "reps": pooled.reps,

@@ -103,6 +103,10 @@ class Experiment:
     flops_dtype: Callable[[Case], str] = field(default=lambda case: case.get("dtype", "fp16"))
     prepare: Optional[Callable[[list, list], None]] = None  # (cases, backends): compile/tune before timing
     sources: Sequence[str] = ()  # extra files whose change invalidates stored results
+    # Tables a backend's run produces beside its row (e.g. a training run's loss curve):
+    # (case, backend, inputs after the gate) -> {table name: [row dicts]}; the runner stores them
+    # under results/<hardware>/artifacts/<experiment>.<name>.csv, keyed by case and backend.
+    artifacts: Optional[Callable[[Case, str, dict], dict]] = None
 
     def __post_init__(self):
         names = [b.name for b in self.backends]

@@ -235,6 +235,29 @@ class ResultRow:
         return {k: v for k, v in out.items() if v is not None}
 
 
+ARTIFACTS = "artifacts"
+
+
+def artifact_path(root: str | Path, hardware: str, experiment: str, name: str) -> Path:
+    return Path(root) / hardware / ARTIFACTS / f"{experiment}.{name}.csv"
+
+
+def write_artifact(root: str | Path, hardware: str, experiment: str, name: str, case: str, backend: str,
+                   rows: list[Mapping]) -> Path:
+    """Replace one (case, backend)'s rows of an artifact table (atomically, under the folder's lock)."""
+    path = artifact_path(root, hardware, experiment, name)
+    new = pd.DataFrame([{"case": case, "backend": backend, **dict(r)} for r in rows])
+    with locked(path.parent):
+        old = read_csv_checked(path, ("case", "backend")) if path.exists() else new.iloc[0:0]
+        if not {"case", "backend"} <= set(old.columns):
+            raise StoreError(f"{path}: no case/backend columns; move it aside or fix it, it was not overwritten")
+        keep = old[~((old["case"] == case) & (old["backend"] == backend))]
+        frames = [f for f in (keep, new) if not f.empty]
+        if frames:
+            atomic_write_csv(pd.concat(frames, ignore_index=True), path)
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

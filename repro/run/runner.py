@@ -20,7 +20,7 @@ from repro.measure.case import measure_case
 from repro.measure.stats import case_interval, parse_trials
 from repro.run.plan import plan
 from repro.run.shard import parse_shard, shard_label
-from repro.results.store import ResultRow, ResultsStore, Status, case_key, part_files
+from repro.results.store import ResultRow, ResultsStore, Status, case_key, part_files, write_artifact
 from repro.results.summary import print_summary
 from repro.run.validate import check_launcher, check_results_dir, settings_of
 
@@ -296,6 +296,10 @@ def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda"
                     results = measure_case(exp, [exp.backend(n) for n in names], case, settings, hw, flusher, device,
                                            clock)
                 results = _with_intervals(exp, case, results, store)
+                for name in names:
+                    for table, rows in (results[name].pop("artifacts", None) or {}).items():
+                        write_artifact(store.main_path.parent.parent, meta["hardware"], exp.name, table,
+                                       key, name, rows)
                 store.write([_row(exp, case, name, meta, results[name]) for name in names])
                 bar.update(len(names))
                 for name in names:
