@@ -420,3 +420,21 @@ def test_fa4_wrapper_calls_the_cache_install_by_keyword(fa4_cache, monkeypatch):
         assert res["passed"], res["error"]
     assert sys.modules["flash_attn.cute"].CALLS == ["padded", "varlen"]
 
+
+
+def test_backends_refuse_what_they_do_not_implement_as_skipped_rows():
+    """Cases a backend does not implement are declared on the Backend (a `skipped` row), not raised
+    from its build (an `error` row)."""
+    from repro.measure.experiment import load_experiment
+
+    fa, gemm = load_experiment("flash_attention"), load_experiment("gemm")
+    varlen = {"lengths": "1+4096", "head_dim": 128, "causal": True, "dtype": "bf16"}
+    mla = {"batch": 1, "heads": 128, "heads_kv": 128, "seq_q": 2048, "seq_k": 2048, "head_dim": 192,
+           "causal": True, "dtype": "bf16"}
+    assert "variable-length" in fa.backend("triton").refuses(varlen)
+    assert "head dim" in fa.backend("triton").refuses(mla)
+    assert fa.backend("triton").refuses({**mla, "head_dim": 128}) is None
+    square = {"M": 64, "N": 64, "K": 64}
+    assert gemm.backend("triton").refuses({**square, "dtype": "fp8"})
+    assert gemm.backend("deepgemm").refuses({**square, "dtype": "bf16"})
+    assert gemm.backend("deepgemm").refuses({**square, "dtype": "fp8_block"}) is None
