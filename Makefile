@@ -11,8 +11,10 @@ LATEXMK ?= latexmk
 BASELINES ?= 1
 # Extra key=value overrides for python -m repro.baselines (e.g. sources_dir=third_party only=[fa3]).
 BASELINES_ARGS ?=
+# Options of python -m repro.quick (e.g. --only mla_decode --fail-on-regression).
+QUICK_ARGS ?=
 
-.PHONY: help setup test test-gpu baselines reproduce measure figures paper loc portability scaling clean
+.PHONY: help setup test test-gpu baselines quick reproduce measure figures paper loc portability scaling clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +36,9 @@ test-gpu: setup  ## only the GPU tests (needs a CUDA device)
 
 baselines: setup  ## fetch and build the pinned comparators (FA2, FA3, FlashMLA, TileLang's examples, ...) into the cache
 	$(PY) -m repro.baselines $(BASELINES_ARGS)
+
+quick: setup  ## the quick scoreboard: every kernel at a few cases vs its best baseline, regressions marked (QUICK_ARGS=--fail-on-regression)
+	$(PY) -m repro.quick --results $(RESULTS) $(QUICK_ARGS)
 
 reproduce: setup  ## on a GPU: make baselines (unless BASELINES=0), measure every experiment; then regenerate the paper
 	@if $(PY) -c "import sys; from repro.measure.hardware import detect_device; sys.exit(detect_device() is None)"; then \

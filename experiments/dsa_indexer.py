@@ -201,4 +201,5 @@ EXPERIMENT = Experiment(
     flops_dtype=lambda case: "fp8",
     prepare=prepare,
     sources=("experiments/_dsa.py",),
+    schedule=lambda case: KnobCache("dsa_indexer").describe(_choice_key(case)),
 )

@@ -502,4 +502,5 @@ EXPERIMENT = Experiment(
     validate_case=validate_case,
     reported=reported,
     prepare=prepare,
+    schedule=lambda case: KnobCache("flash_attention").describe(_knob_key(case)),
 )

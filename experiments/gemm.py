@@ -246,4 +246,5 @@ EXPERIMENT = Experiment(
     flops_dtype=flops_dtype,
     prepare=prepare,
     sources=("kernels/gemv.py", "kernels/gemm_fp8.py"),
+    schedule=lambda case: KnobCache(CACHE).describe(_knob_key(case)),
 )

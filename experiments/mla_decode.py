@@ -315,4 +315,5 @@ EXPERIMENT = Experiment(
     reported=reported,
     prepare=prepare,
     sources=("kernels/mla_decode.py", "kernels/mla_common.py", "kernels/triton/mla_decode.py"),
+    schedule=lambda case: KnobCache("mla_decode").describe(_knob_key(case)),
 )

@@ -252,4 +252,5 @@ EXPERIMENT = Experiment(
     flops_dtype=lambda case: "bf16",
     prepare=prepare,
     sources=("experiments/_dsa.py",),
+    schedule=lambda case: KnobCache("sparse_mla").describe(_choice_key(case)),
 )

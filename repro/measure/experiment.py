@@ -107,6 +107,9 @@ class Experiment:
     # (case, backend, inputs after the gate) -> {table name: [row dicts]}; the runner stores them
     # under results/<hardware>/artifacts/<experiment>.<name>.csv, keyed by case and backend.
     artifacts: Optional[Callable[[Case, str, dict], dict]] = None
+    # Which schedule the TileLang kernel takes for a case without a search: 'cached' (an earlier
+    # search's winner) or 'default' (the kernel's own table); the quick scoreboard prints it.
+    schedule: Optional[Callable[[Case], str]] = None
 
     def __post_init__(self):
         names = [b.name for b in self.backends]

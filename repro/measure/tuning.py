@@ -22,6 +22,10 @@ class KnobCache:
     def get(self, key: str):
         return self.data.get(key)
 
+    def describe(self, key: str) -> str:
+        """'cached' when a searched schedule is stored for `key`, else 'default'."""
+        return "cached" if key in self.data else "default"
+
     def put(self, key: str, value: dict) -> None:
         """Re-read, add, replace atomically, under a lock: shards tuning at once lose no entry."""
         import fcntl

@@ -1,0 +1,92 @@
+"""The quick scoreboard: its plan, the regression rule, and the CPU self-test through the real path."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from repro.quick import plan as qp
+from repro.quick.__main__ import main
+from repro.quick.compare import REGRESSION, Ratio, regressed, score, table
+from repro.results.store import read_results
+
+
+def test_every_kernel_of_the_suite_is_on_the_board_with_an_off_grid_case():
+    entries = qp.load_plan()
+    assert {e.kernel for e in entries} >= {"gemm", "gemm_fp8", "flash_attention", "flash_attention_bwd",
+                                            "mla_decode", "dsa_indexer", "dsa_topk", "sparse_mla"}
+    for e in entries:
+        assert 2 <= len(e.cases) <= 4, e.kernel
+        assert any(c.off_grid for c in e.cases), e.kernel
+        assert e.ours == "tilelang" and e.baselines
+    keys = [c.key for e in entries for c in e.cases]
+    assert len(keys) == len(set(keys))  # kernel= keeps kernels of one experiment apart
+
+
+def test_bad_selection_and_bad_case_are_refused(tmp_path):
+    with pytest.raises(qp.QuickConfigError, match="unknown kernel"):
+        qp.load_plan(only=["nope"])
+    bad = tmp_path / "quick.yaml"
+    bad.write_text("kernels:\n  mla:\n    experiment: mla_decode\n    baselines: [flash_mla]\n    cases:\n"
+                   "      - {grid: x, batch: 1, h_q: 7, s_q: 1, seqlen: 64, lengths: equal, dtype: bf16}\n")
+    with pytest.raises(qp.QuickConfigError, match="h_q"):
+        qp.load_plan(bad)
+    assert main(["--only", "nope"]) == 2
+
+
+@pytest.mark.parametrize("new, old, marked", [
+    (Ratio(0.80, 0.78, 0.82), Ratio(1.00, 0.98, 1.02), True),    # a 20% fall, intervals apart
+    (Ratio(1.00, 0.98, 1.02), Ratio(1.00, 0.98, 1.02), False),   # unchanged
+    (Ratio(0.97, 0.96, 0.98), Ratio(1.00, 0.99, 1.01), False),   # within 5%
+    (Ratio(0.80, 0.60, 1.05), Ratio(1.00, 0.98, 1.02), False),   # within the noise of the new trials
+    (Ratio(0.80), Ratio(1.00), True),                             # no intervals: the 5% rule alone
+    (Ratio(math.nan), Ratio(1.00), False),
+])
+def test_regression_rule(new, old, marked):
+    assert regressed(new, old, 0.05) is marked
+
+
+def _selftest(tmp_path, *extra) -> int:
+    return main(["--selftest", "--results", str(tmp_path), *extra])
+
+
+def test_selftest_runs_the_real_path_and_marks_a_planted_regression(tmp_path, capsys):
+    assert _selftest(tmp_path) == 0
+    record = tmp_path / "cpu" / "quick.csv"
+    rows = read_results(record)
+    assert set(rows["backend"]) == {"matmul", "einsum"} and (rows["status"] == "ok").all()
+    assert rows["case"].str.contains("kernel=selftest").all()
+    assert (rows.loc[rows["backend"] == "matmul", "schedule"] == "default").all()
+    assert list(tmp_path.glob("cpu/env-*.json"))
+    out = capsys.readouterr().out
+    assert "[1/2] selftest" in out and "[2/2] selftest" in out and "estimate" in out
+
+    # An unchanged record passes, with --fail-on-regression too.
+    previous = tmp_path / "previous.csv"
+    previous.write_bytes(record.read_bytes())
+    args = ["--table", "--card", "cpu", "--previous", str(previous), "--fail-on-regression"]
+    assert _selftest(tmp_path, *args) == 0
+    assert REGRESSION not in capsys.readouterr().out
+
+    # Planted: our kernel 1.5x slower in every trial of the first case.
+    df = pd.read_csv(record, dtype=str)
+    hit = (df["backend"] == "matmul") & df["case"].str.contains("n=64")
+    slow = ";".join(f"{float(x) * 1.5:.6g}" for x in df.loc[hit, "trial_ms"].iloc[0].split(";"))
+    df.loc[hit, "trial_ms"] = slow
+    df.to_csv(record, index=False)
+    assert _selftest(tmp_path, *args) == 5
+    captured = capsys.readouterr()
+    assert REGRESSION in captured.out and "n=64" in captured.err
+    assert _selftest(tmp_path, "--table", "--card", "cpu", "--previous", str(previous)) == 0  # marked, not failed
+
+
+def test_a_case_that_stopped_passing_is_a_regression():
+    entries = qp.load_plan(selftest=True)
+    key = entries[0].cases[0].key
+    ok = {"case": key, "status": "ok", "median_ms": 1.0, "trial_ms": "1;1;1"}
+    before = [{**ok, "backend": "matmul"}, {**ok, "backend": "einsum"}]
+    now = [{"case": key, "backend": "matmul", "status": "incorrect"}, {**ok, "backend": "einsum"}]
+    scores = score(entries, now, before)
+    assert scores[0].regression and "now incorrect" in scores[0].change
+    assert "| selftest |" in table(scores)
