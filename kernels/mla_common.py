@@ -70,36 +70,32 @@ def _check_lengths(kv_cache, block_table, cache_seqlens, s_q: int) -> int:
 def check_mla_plan(plan, seq_slot, cache_seqlens, block_N: int) -> None:
     """Raise ValueError unless the work plan covers every KV block of every sequence exactly once.
 
-    plan int32 [parts, 5]: (first sequence, its first block, last sequence, its end block
-    (exclusive), slot of the first piece); seq_slot int32 [b + 1]: sequence b's pieces use slots
-    seq_slot[b] .. seq_slot[b + 1] - 1, in order. An idle unit has last sequence < first.
+    plan int32 [pieces, 4]: (sequence, first block, end block (exclusive), slot); seq_slot int32
+    [b + 1]: sequence b's pieces use slots seq_slot[b] .. seq_slot[b + 1] - 1, one each, and
+    slot order is block order.
     """
     b = int(cache_seqlens.shape[0])
-    if plan.dim() != 2 or plan.shape[1] != 5 or str(plan.dtype) != "torch.int32" or not plan.is_contiguous():
-        raise ValueError(f"plan must be contiguous int32 [parts, 5]; got {plan.dtype} {tuple(plan.shape)}")
+    if plan.dim() != 2 or plan.shape[1] != 4 or str(plan.dtype) != "torch.int32" or not plan.is_contiguous():
+        raise ValueError(f"plan must be contiguous int32 [pieces, 4]; got {plan.dtype} {tuple(plan.shape)}")
     if tuple(seq_slot.shape) != (b + 1,) or str(seq_slot.dtype) != "torch.int32":
         raise ValueError(f"seq_slot must be int32 [{b + 1}]; got {seq_slot.dtype} {tuple(seq_slot.shape)}")
     if plan.device != cache_seqlens.device or seq_slot.device != cache_seqlens.device:
         raise ValueError("plan and seq_slot must be on the lengths' device")
-    blocks = [math.ceil(int(n) / block_N) for n in cache_seqlens.cpu()]
-    slots, covered = seq_slot.cpu().tolist(), [[] for _ in range(b)]
-    for p, (b0, k0, b1, k1, slot0) in enumerate(plan.cpu().tolist()):
-        if b1 < b0:
-            continue
-        if not (0 <= b0 < b and b1 < b and 0 <= k0 < blocks[b0] and 0 < k1 <= blocks[b1]):
-            raise ValueError(f"plan unit {p} {(b0, k0, b1, k1)} is outside the batch's blocks")
-        for s in range(b0, b1 + 1):
-            lo, hi = (k0 if s == b0 else 0), (k1 if s == b1 else blocks[s])
-            slot = slot0 if s == b0 else slots[s]
-            if lo >= hi or not slots[s] <= slot < slots[s + 1] or slot != slots[s] + len(covered[s]):
-                raise ValueError(f"plan unit {p}: piece of sequence {s} {(lo, hi)} has slot {slot}")
-            covered[s].append((lo, hi))
-    for s, pieces in enumerate(covered):
+    blocks = [max(1, math.ceil(int(n) / block_N)) for n in cache_seqlens.cpu()]
+    slots, covered = seq_slot.cpu().tolist(), [{} for _ in range(b)]
+    if slots[0] != 0:
+        raise ValueError("seq_slot must start at 0")
+    for p, (s, lo, hi, slot) in enumerate(plan.cpu().tolist()):
+        if not (0 <= s < b and 0 <= lo < hi <= blocks[s]):
+            raise ValueError(f"plan piece {p} {(s, lo, hi)} is outside the batch's blocks")
+        if not slots[s] <= slot < slots[s + 1] or slot in covered[s]:
+            raise ValueError(f"plan piece {p} of sequence {s} has slot {slot} (its slots: {slots[s]}..{slots[s + 1] - 1})")
+        covered[s][slot] = (lo, hi)
+    for s, found in enumerate(covered):
+        pieces = [found[k] for k in sorted(found)]
         ends = [0] + [hi for _, hi in pieces]
         if [lo for lo, _ in pieces] != ends[:-1] or ends[-1] != blocks[s] or len(pieces) != slots[s + 1] - slots[s]:
             raise ValueError(f"plan does not cover sequence {s}'s {blocks[s]} blocks once, in order: {pieces}")
-    if slots[0] != 0:
-        raise ValueError("seq_slot must start at 0")
 
 
 def chunk_blocks(max_seqlen: int, block_N: int, num_splits: int) -> int:

@@ -5,11 +5,12 @@ h_q query heads and all s_q new tokens, so the kernel folds (token, head) into o
 s_q * h_q rows (row = token * h_q + head) and runs flash attention over the cache with those rows
 as the M dimension of the tensor-core GEMMs.
 
-Work does not follow the length distribution: `mla_decode_plan` (run once per batch, outside the
-timed call, like FlashMLA's metadata) cuts the KV blocks of the whole batch into `parts` nearly
-equal units. CTA (g, p) walks unit p: the tail of one sequence, whole sequences, the head of the
-next. A sequence held by one unit is written straight to the output; one cut over several units
-leaves a partial O + log2-LSE per piece, merged by `mla_decode_combine`.
+Split-KV with a work plan: `mla_decode_plan` (run once per batch, outside the timed call, like
+FlashMLA's metadata) cuts each sequence into pieces of nearly equal size, so that a long sequence
+among short ones is spread over many CTAs while a batch of equal lengths keeps one piece per
+sequence. CTA (g, p) attends row tile g over piece p; a sequence with one piece is written
+straight to the output, a cut one leaves a partial O + log2-LSE per piece, merged by
+`mla_decode_combine` (launched only when some sequence is cut).
 
 Layouts (FlashMLA's): q [b, s_q, h_q, 576], kv_cache [num_pages, 64, 1, 576],
 block_table int32 [b, max_pages], cache_seqlens int32 [b]; out [b, s_q, h_q, 512],
@@ -27,33 +28,33 @@ from kernels.mla_common import D_PE, D_V, PAGE, check_mla_inputs, check_mla_plan
 D_QK = D_V + D_PE
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
-PLAN_FIELDS = 5  # per unit: first sequence, its first block, last sequence, its end block, first slot
+PLAN_FIELDS = 4  # per piece: sequence, first KV block, end block (exclusive), slot of its partial O
 
 
 @dataclass(frozen=True)
 class Knobs:
     """Schedule. Rows go in tiles of min(64, s_q * h_q); threads=256 is two consumer
     warpgroups, each owning half of the S tile's keys and 256 of the 512 V output columns
-    (TileLang adds a TMA producer warpgroup on Hopper; 128 suits 16/32-row tiles only). block_N
-    divides the 64-token page; stages is the K/V pipeline depth (TMA loads run that many blocks
-    ahead of the GEMMs); parts_per_sm is the number of work units per SM and row tile."""
+    (TileLang adds a TMA producer warpgroup on Hopper). block_N divides the 64-token page;
+    stages is the K/V pipeline depth (TMA loads run that many blocks ahead of the GEMMs);
+    ctas_per_sm sets how finely the plan cuts sequences (pieces x row tiles ~ SMs x ctas_per_sm)."""
 
     block_N: int = 64
     stages: int = 2
     threads: int = 256
-    parts_per_sm: int = 1
+    ctas_per_sm: int = 1
 
     def builder_args(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "parts_per_sm"}
+        return {k: v for k, v in asdict(self).items() if k != "ctas_per_sm"}
 
 
 def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads=256):
-    """Attention of one (row tile, work unit) per CTA over the plan's pieces of sequences."""
+    """Attention of one (row tile, piece of a sequence) per CTA."""
     import tilelang.language as T
 
     rows, accum, block_H = s_q * h_q, "float32", min(64, s_q * h_q)
     scale = sm_scale * LOG2E  # scores go through exp2, so fold log2(e) into the scale
-    batch, num_tokens, max_pages, parts, slots = T.dynamic("batch num_tokens max_pages parts slots")
+    batch, num_tokens, max_pages, pieces, slots = T.dynamic("batch num_tokens max_pages pieces slots")
 
     @T.prim_func
     def split_kv(
@@ -61,14 +62,14 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
         KV: T.Tensor([num_tokens, D_QK], dtype),
         block_table: T.Tensor([batch, max_pages], "int32"),
         cache_seqlens: T.Tensor([batch], "int32"),
-        plan: T.Tensor([parts, PLAN_FIELDS], "int32"),
+        plan: T.Tensor([pieces, PLAN_FIELDS], "int32"),
         seq_slot: T.Tensor([batch + 1], "int32"),  # sequence b's pieces: slots seq_slot[b]..[b+1]
         O: T.Tensor([batch, rows, D_V], dtype),
         LSE: T.Tensor([batch, h_q, s_q], accum),
         O_part: T.Tensor([slots, rows, D_V], accum),
         LSE_part: T.Tensor([slots, rows], accum),
     ):
-        with T.Kernel(rows // block_H, parts, threads=threads) as (g, p):
+        with T.Kernel(rows // block_H, pieces, threads=threads) as (g, p):
             Q_s = T.alloc_shared([block_H, D_V], dtype)
             Qpe_s = T.alloc_shared([block_H, D_PE], dtype)
             KV_s = T.alloc_shared([block_N, D_V], dtype)
@@ -82,60 +83,55 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
             row_sum = T.alloc_fragment([block_H], accum)
             l = T.alloc_fragment([block_H], accum)
 
-            r0 = g * block_H
-            for i in T.serial(plan[p, 2] - plan[p, 0] + 1):  # an idle unit has last < first
-                b = plan[p, 0] + i
-                seqlen = cache_seqlens[b]
-                n_blocks = T.ceildiv(seqlen, block_N)
-                lo = T.if_then_else(i == 0, plan[p, 1], 0)
-                hi = T.if_then_else(b == plan[p, 2], plan[p, 3], n_blocks)
-                T.copy(Q[b, r0:r0 + block_H, 0:D_V], Q_s)
-                T.copy(Q[b, r0:r0 + block_H, D_V:D_QK], Qpe_s)
-                T.fill(acc_o, 0)
-                T.fill(l, 0)
-                # A finite floor (not -inf) keeps exp2(m_prev - m) finite while a row has seen
-                # only masked keys; masked scores stay -inf and contribute exactly zero.
-                T.fill(m, -1e30)
-                for it in T.Pipelined(hi - lo, num_stages=stages):
-                    tok = block_table[b, (lo + it) * block_N // PAGE] * PAGE + (lo + it) * block_N % PAGE
-                    T.copy(KV[tok:tok + block_N, 0:D_V], KV_s)
-                    T.copy(KV[tok:tok + block_N, D_V:D_QK], Kpe_s)
-                    if lo + it == n_blocks - 1:  # cache rows past the length may hold anything (NaN)
-                        for j, d in T.Parallel(block_N, D_V):
-                            KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV_s[j, d], 0)
-                    T.gemm(Q_s, KV_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol, clear_accum=True)
-                    T.gemm(Qpe_s, Kpe_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol)
-                    if lo + it == n_blocks - 1:  # length and causal limits both fall in the last block
-                        for r, j in T.Parallel(block_H, block_N):
-                            S[r, j] = T.if_then_else((lo + it) * block_N + j < seqlen - s_q + 1 + (r0 + r) // h_q,
-                                                     S[r, j], -T.infinity(accum))
-                    T.copy(m, m_prev)
-                    T.reduce_max(S, m, dim=1, clear=False)
-                    for r in T.Parallel(block_H):
-                        alpha[r] = T.exp2((m_prev[r] - m[r]) * scale)
+            b, lo, r0 = plan[p, 0], plan[p, 1], g * block_H
+            seqlen = cache_seqlens[b]
+            last = T.ceildiv(seqlen, block_N) - 1
+            T.copy(Q[b, r0:r0 + block_H, 0:D_V], Q_s)
+            T.copy(Q[b, r0:r0 + block_H, D_V:D_QK], Qpe_s)
+            T.fill(acc_o, 0)
+            T.fill(l, 0)
+            # A finite floor (not -inf) keeps exp2(m_prev - m) finite while a row has seen only
+            # masked keys; masked scores stay -inf and contribute exactly zero.
+            T.fill(m, -1e30)
+            for it in T.Pipelined(plan[p, 2] - lo, num_stages=stages):
+                tok = block_table[b, (lo + it) * block_N // PAGE] * PAGE + (lo + it) * block_N % PAGE
+                T.copy(KV[tok:tok + block_N, 0:D_V], KV_s)
+                T.copy(KV[tok:tok + block_N, D_V:D_QK], Kpe_s)
+                if lo + it == last:  # cache rows past the length may hold anything (NaN)
+                    for j, d in T.Parallel(block_N, D_V):
+                        KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV_s[j, d], 0)
+                T.gemm(Q_s, KV_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol, clear_accum=True)
+                T.gemm(Qpe_s, Kpe_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol)
+                if lo + it == last:  # length and causal limits (s_q <= 2) both fall in the last block
                     for r, j in T.Parallel(block_H, block_N):
-                        S[r, j] = T.exp2(S[r, j] * scale - m[r] * scale)
-                    T.reduce_sum(S, row_sum, dim=1)
-                    for r in T.Parallel(block_H):
-                        l[r] = l[r] * alpha[r] + row_sum[r]
-                    T.copy(S, P_s)
-                    for r, d in T.Parallel(block_H, D_V):
-                        acc_o[r, d] *= alpha[r]
-                    T.gemm(P_s, KV_s, acc_o, policy=T.GemmWarpPolicy.FullCol)
-
-                # A row that saw no visible key (s_q = 2: the first token in a piece holding only
-                # the last position) has l = 0: O stays 0 and its LSE is -inf.
+                        S[r, j] = T.if_then_else((lo + it) * block_N + j < seqlen - s_q + 1 + (r0 + r) // h_q,
+                                                 S[r, j], -T.infinity(accum))
+                T.copy(m, m_prev)
+                T.reduce_max(S, m, dim=1, clear=False)
+                for r in T.Parallel(block_H):
+                    alpha[r] = T.exp2((m_prev[r] - m[r]) * scale)
+                for r, j in T.Parallel(block_H, block_N):
+                    S[r, j] = T.exp2(S[r, j] * scale - m[r] * scale)
+                T.reduce_sum(S, row_sum, dim=1)
+                for r in T.Parallel(block_H):
+                    l[r] = l[r] * alpha[r] + row_sum[r]
+                T.copy(S, P_s)
                 for r, d in T.Parallel(block_H, D_V):
-                    acc_o[r, d] /= T.max(l[r], 1e-30)
-                if seq_slot[b + 1] - seq_slot[b] == 1:  # the whole sequence is here: final output
-                    T.copy(acc_o, O[b, r0:r0 + block_H, :])
-                    for r in T.Parallel(block_H):
-                        LSE[b, (r0 + r) % h_q, (r0 + r) // h_q] = (T.log2(l[r]) + m[r] * scale) * LN2
-                else:
-                    slot = T.if_then_else(i == 0, plan[p, 4], seq_slot[b])
-                    T.copy(acc_o, O_part[slot, r0:r0 + block_H, :])
-                    for r in T.Parallel(block_H):
-                        LSE_part[slot, r0 + r] = T.log2(l[r]) + m[r] * scale
+                    acc_o[r, d] *= alpha[r]
+                T.gemm(P_s, KV_s, acc_o, policy=T.GemmWarpPolicy.FullCol)
+
+            # A row that saw no visible key (s_q = 2: the first token in a piece holding only the
+            # last position) has l = 0: O stays 0 and its LSE is -inf.
+            for r, d in T.Parallel(block_H, D_V):
+                acc_o[r, d] /= T.max(l[r], 1e-30)
+            if seq_slot[b + 1] - seq_slot[b] == 1:  # the whole sequence is here: final output
+                T.copy(acc_o, O[b, r0:r0 + block_H, :])
+                for r in T.Parallel(block_H):
+                    LSE[b, (r0 + r) % h_q, (r0 + r) // h_q] = (T.log2(l[r]) + m[r] * scale) * LN2
+            else:
+                T.copy(acc_o, O_part[plan[p, 3], r0:r0 + block_H, :])
+                for r in T.Parallel(block_H):
+                    LSE_part[plan[p, 3], r0 + r] = T.log2(l[r]) + m[r] * scale
 
     return split_kv
 
@@ -178,41 +174,24 @@ def mla_decode_combine(h_q, s_q, dtype, threads=128):
     return combine
 
 
-def mla_decode_plan(lengths, block_N, parts, overhead=2):
-    """Cut the batch's KV blocks into `parts` units of nearly equal cost, in order.
-
-    A piece of a sequence costs its blocks plus `overhead` (loading Q, writing O), so a unit
-    takes a run of short sequences or a share of a long one. Returns (plan int32 [parts, 5]:
-    first sequence, first block, last sequence, end block (exclusive), slot of its first piece;
-    seq_slot int32 [b + 1]: sequence b's pieces hold slots seq_slot[b] .. seq_slot[b + 1] - 1).
-    """
+def mla_decode_plan(lengths, block_N, ctas):
+    """Cut each sequence into pieces of about `quota` KV blocks, the quota set so that the
+    batch makes about `ctas` pieces (never a piece under 4 blocks unless its sequence is);
+    largest pieces first, so the long work starts first. Returns (plan int32 [pieces, 4]:
+    sequence, first block, end block (exclusive), slot; seq_slot int32 [b + 1]: sequence b's
+    pieces hold slots seq_slot[b] .. seq_slot[b + 1] - 1)."""
     import torch
 
     blocks = [max(1, math.ceil(int(n) / block_N)) for n in lengths]
-    # Each unit may stop up to `overhead` short of its quota, so the quota carries that slack.
-    quota = math.ceil((sum(blocks) + overhead * len(blocks)) / parts) + overhead
-    units, pieces, b, k = [], [0] * len(blocks), 0, 0
-    for _ in range(parts):
-        if b == len(blocks):
-            units.append((0, 0, -1, 0, 0))  # idle: no sequence
-            continue
-        start, budget = (b, k, pieces[b]), quota
-        while b < len(blocks):
-            if budget >= blocks[b] - k + overhead:  # the rest of sequence b fits
-                pieces[b] += 1
-                end, budget, b, k = (b, blocks[b]), budget - (blocks[b] - k + overhead), b + 1, 0
-                continue
-            if budget > overhead:  # a share of it
-                pieces[b] += 1
-                k += budget - overhead
-                end = (b, k)
-            break
-        units.append((*start[:2], *end, start[2]))
-    seq_slot = [0]
-    for n in pieces:
-        seq_slot.append(seq_slot[-1] + n)
-    plan = torch.tensor([(b0, k0, b1, k1, seq_slot[b0] + j) for b0, k0, b1, k1, j in units], dtype=torch.int32)
-    return plan.view(parts, PLAN_FIELDS), torch.tensor(seq_slot, dtype=torch.int32)
+    quota = max(4, math.ceil(sum(blocks) / max(1, ctas)))
+    pieces, seq_slot = [], [0]
+    for b, n in enumerate(blocks):
+        k = max(1, round(n / quota))  # a sequence near the quota stays whole (no combine)
+        size = math.ceil(n / k)
+        pieces += [(b, lo, min(n, lo + size), seq_slot[-1] + j) for j, lo in enumerate(range(0, n, size))]
+        seq_slot.append(seq_slot[-1] + math.ceil(n / size))
+    pieces.sort(key=lambda piece: piece[1] - piece[2])  # stable: largest first, then batch order
+    return torch.tensor(pieces, dtype=torch.int32).view(-1, PLAN_FIELDS), torch.tensor(seq_slot, dtype=torch.int32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -227,65 +206,82 @@ def _sm_count() -> int:
 def default_knobs(h_q: int, s_q: int) -> Knobs:
     """The table used when no searched schedule is cached: 64-key blocks double-buffered (231 KB
     of shared memory at 64 rows, the most that fits)."""
-    return Knobs(block_N=64, stages=2, threads=256, parts_per_sm=1)
+    return Knobs()
 
 
 # What the suite's schedule search times per (h_q, s_q, dtype): few on purpose (each compiles).
-# 32-key blocks leave room for a third K/V stage; two units per SM let a second CTA's loads
-# overlap one CTA's epilogue and sequence switches.
-CANDIDATES = (Knobs(), Knobs(block_N=32, stages=3), Knobs(stages=1), Knobs(parts_per_sm=2))
+# 32-key blocks leave room for deeper K/V pipelines (memory-bound shapes); two CTAs' worth of
+# pieces per SM cut long sequences finer.
+CANDIDATES = (Knobs(), Knobs(block_N=32, stages=3), Knobs(block_N=32, stages=4), Knobs(ctas_per_sm=2))
 
 
-def num_parts(h_q: int, s_q: int, knobs: Knobs, sm_count: int | None = None) -> int:
-    """Work units so that (row tiles x units) CTAs fill the SMs parts_per_sm times."""
+def target_pieces(h_q: int, s_q: int, knobs: Knobs, sm_count: int | None = None) -> int:
+    """Pieces so that (row tiles x pieces) CTAs fill the SMs ctas_per_sm times."""
     tiles = s_q * h_q // min(64, s_q * h_q)
-    return max(1, (sm_count or _sm_count()) * max(1, knobs.parts_per_sm) // tiles)
+    return max(1, (sm_count or _sm_count()) * max(1, knobs.ctas_per_sm) // tiles)
 
 
 def _torch_dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None):
-    """The work plan of a batch (on cache_seqlens' device): computed once per batch, like
-    FlashMLA's get_mla_metadata, and passed to every call that reuses those lengths."""
+@dataclass(frozen=True)
+class Plan:
+    """A batch's work plan and workspace (FlashMLA's metadata): made once, reused by every call
+    with the same lengths and schedule."""
+
+    pieces: object  # int32 [pieces, 4] on the device
+    seq_slot: object  # int32 [b + 1]
+    cut: bool  # some sequence has several pieces: the combine runs
+    knobs: Knobs
+    o_part: object  # fp32 [slots, rows, 512]
+    lse_part: object  # fp32 [slots, rows]
+
+
+def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None, ctas: int | None = None) -> Plan:
+    """The plan for these lengths (ctas: pieces wanted, default from the knobs and the SM count)."""
+    import torch
+
     k = knobs or default_knobs(h_q, s_q)
-    plan, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N, num_parts(h_q, s_q, k))
-    return plan.to(cache_seqlens.device), seq_slot.to(cache_seqlens.device)
+    pieces, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N, ctas or target_pieces(h_q, s_q, k))
+    slots, dev = int(seq_slot[-1]), cache_seqlens.device
+    cut = slots > cache_seqlens.shape[0]
+    slots = slots if cut else 1  # nothing cut: no partial outputs, a one-slot placeholder
+    return Plan(pieces.to(dev), seq_slot.to(dev), cut, k,
+                torch.empty(slots, s_q * h_q, D_V, dtype=torch.float32, device=dev),
+                torch.empty(slots, s_q * h_q, dtype=torch.float32, device=dev))
 
 
 def mla_decode(q, kv_cache, block_table, cache_seqlens, *, softmax_scale=None, knobs=None,
-               plan=None, check: bool = True):
+               plan: Plan | None = None, check: bool = True):
     """Paged MLA decode; returns (out [b, s_q, h_q, 512], lse fp32 [b, h_q, s_q], natural log).
 
-    plan: (plan, seq_slot) from make_plan with the same knobs; computed here when absent.
-    check=True validates the inputs and the plan (device syncs); the timed path passes
-    check=False with knobs and plan made once beforehand.
+    plan: from make_plan (its knobs win over `knobs`); made here when absent. check=True
+    validates the inputs and the plan (device syncs); the timed path passes check=False with a
+    plan made once beforehand, so a call only launches one kernel (two when a sequence is cut).
     """
     import torch
 
     b, s_q, h_q, d_qk = q.shape
-    k = knobs or default_knobs(h_q, s_q)
     if check:
         check_mla_inputs(q, kv_cache, block_table, cache_seqlens)
     if plan is None:
-        plan = make_plan(cache_seqlens, h_q, s_q, k)
+        plan = make_plan(cache_seqlens, h_q, s_q, knobs)
+    k, rows = plan.knobs, s_q * h_q
     if check:
-        check_mla_plan(plan[0], plan[1], cache_seqlens, k.block_N)
-    if PAGE % k.block_N:
-        raise ValueError(f"block_N must divide the page size {PAGE}: {k}")
-    rows, dtype = s_q * h_q, _torch_dtype_name(q.dtype)
+        check_mla_plan(plan.pieces, plan.seq_slot, cache_seqlens, k.block_N)
+        if PAGE % k.block_N:
+            raise ValueError(f"block_N must divide the page size {PAGE}: {k}")
+        if plan.cut and tuple(plan.o_part.shape) != (int(plan.seq_slot[-1]), rows, D_V):
+            raise ValueError(f"plan workspace {tuple(plan.o_part.shape)} was made for another shape")
+    dtype = _torch_dtype_name(q.dtype)
     scale = float(softmax_scale if softmax_scale is not None else d_qk ** -0.5)
     split_kv = compile_kernel(mla_decode_split_kv, h_q, s_q, dtype, scale, **k.builder_args())
-    combine = compile_kernel(mla_decode_combine, h_q, s_q, dtype)
-    sched, seq_slot = plan
-    slots = max(1, int(sched.shape[0]) + b)  # never more pieces than units + sequences
     out = torch.empty(b, s_q, h_q, D_V, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
-    o_part = torch.empty(slots, rows, D_V, dtype=torch.float32, device=q.device)
-    lse_part = torch.empty(slots, rows, dtype=torch.float32, device=q.device)
     out_rows = out.view(b, rows, D_V)
-    split_kv(q.view(b, rows, d_qk), kv_cache.view(-1, d_qk), block_table, cache_seqlens, sched, seq_slot,
-             out_rows, lse, o_part, lse_part)
-    combine(seq_slot, o_part, lse_part, out_rows, lse)
+    split_kv(q.view(b, rows, d_qk), kv_cache.view(-1, d_qk), block_table, cache_seqlens, plan.pieces, plan.seq_slot,
+             out_rows, lse, plan.o_part, plan.lse_part)
+    if plan.cut:
+        compile_kernel(mla_decode_combine, h_q, s_q, dtype)(plan.seq_slot, plan.o_part, plan.lse_part, out_rows, lse)
     return out, lse

@@ -66,64 +66,70 @@ def test_reference_matches_naive_loop_and_ignores_nan_past_lengths(s_q, h_q, len
 
 
 def _pieces(plan, seq_slot, lens, block_N):
-    """(sequence, first block, end block, slot) of every piece, as the split kernel walks them."""
-    blocks = [math.ceil(n / block_N) for n in lens]
-    out = []
-    for b0, k0, b1, k1, slot0 in plan.tolist():
-        for s in range(b0, b1 + 1):
-            out.append((s, k0 if s == b0 else 0, k1 if s == b1 else blocks[s],
-                        slot0 if s == b0 else int(seq_slot[s])))
-    return out
+    """(sequence, first block, end block, slot) of every piece, as the split kernel takes them."""
+    return [tuple(row) for row in plan.tolist()]
 
 
-LENGTH_SETS = [[65536] + [1024] * 31, [1] * 7 + [64, 65, 129], [4097] * 5, [3, 70000, 2, 900, 64 * 7 + 1]]
+LENGTH_SETS = [[65536] + [1024] * 31, [1] * 7 + [64, 65, 129], [4097] * 5, [3, 70000, 2, 900, 64 * 7 + 1],
+               [8192] * 128]
 
 
-@pytest.mark.parametrize("lens", LENGTH_SETS, ids=["one_long", "short", "equal", "mixed"])
-@pytest.mark.parametrize("block_N,parts", [(64, 132), (32, 66), (64, 1), (64, 1000)])
-def test_plan_covers_every_block_once(lens, block_N, parts):
-    plan, seq_slot = tl_mla.mla_decode_plan(lens, block_N, parts)
+@pytest.mark.parametrize("lens", LENGTH_SETS, ids=["one_long", "short", "equal", "mixed", "flashmla"])
+@pytest.mark.parametrize("block_N,ctas", [(64, 132), (32, 66), (64, 1), (64, 1000)])
+def test_plan_covers_every_block_once(lens, block_N, ctas):
+    plan, seq_slot = tl_mla.mla_decode_plan(lens, block_N, ctas)
     check_mla_plan(plan, seq_slot, torch.tensor(lens, dtype=torch.int32), block_N)
-    assert plan.shape == (parts, tl_mla.PLAN_FIELDS) and int(seq_slot[-1]) <= parts + len(lens)
+    assert plan.shape[1] == tl_mla.PLAN_FIELDS and int(seq_slot[-1]) == plan.shape[0]
+    sizes = [hi - lo for _, lo, hi, _ in plan.tolist()]
+    assert sizes == sorted(sizes, reverse=True)  # largest pieces first
 
 
-def test_plan_balances_one_long_sequence_among_short_ones():
-    """Every unit's cost (blocks + per-piece overhead) is within the quota: the 64k sequence is
-    spread over many units instead of one CTA walking it alone."""
-    lens, parts, overhead = [65536] + [1024] * 31, 132, 2
-    plan, seq_slot = tl_mla.mla_decode_plan(lens, 64, parts, overhead)
-    cost = [0] * parts
-    for p, row in enumerate(plan.tolist()):
-        for s, lo, hi, _ in _pieces(plan[p:p + 1], seq_slot, lens, 64):
-            cost[p] += hi - lo + overhead
-    mean = (sum(math.ceil(n / 64) for n in lens) + overhead * len(lens)) / parts
-    assert max(cost) <= mean + 2 * overhead + 1
-    assert int(seq_slot[1]) - int(seq_slot[0]) > 50  # the long sequence is cut into many pieces
+def test_plan_spreads_one_long_sequence_and_keeps_equal_ones_whole():
+    """The 64k sequence among 31 of 1k is cut into pieces no larger than the short sequences'
+    16 blocks, so no CTA walks it alone; 128 equal sequences of 8k stay one piece each (no
+    combine pass); a batch too small to fill the GPU is cut to fill it."""
+    plan, seq_slot = tl_mla.mla_decode_plan([65536] + [1024] * 31, 64, 132)
+    sizes = [hi - lo for _, lo, hi, _ in plan.tolist()]
+    assert int(seq_slot[1]) > 50 and max(sizes) <= 16
+    plan, seq_slot = tl_mla.mla_decode_plan([8192] * 128, 64, 66)
+    assert plan.shape[0] == 128 and int(seq_slot[-1]) == 128
+    plan, _ = tl_mla.mla_decode_plan([8192] * 4, 64, 132)
+    assert plan.shape[0] >= 100
+
+
+def test_make_plan_flags_a_cut_batch_and_sizes_its_workspace():
+    lens = torch.tensor([4096] * 8, dtype=torch.int32)
+    cut = tl_mla.make_plan(lens, 128, 1)
+    assert cut.cut and tuple(cut.o_part.shape) == (int(cut.seq_slot[-1]), 128, 512)
+    whole = tl_mla.make_plan(torch.tensor([4096] * 256, dtype=torch.int32), 128, 1)
+    assert not whole.cut and whole.o_part.shape[0] == 1
 
 
 def test_plan_validation_rejects_broken_plans():
     lens = torch.tensor([200, 64, 65], dtype=torch.int32)
-    plan, seq_slot = tl_mla.mla_decode_plan(lens.tolist(), 64, 3)
+    plan, seq_slot = tl_mla.mla_decode_plan(lens.tolist(), 64, 6)
     check_mla_plan(plan, seq_slot, lens, 64)
-    for field, delta in ((1, 1), (3, -1), (4, 1), (2, -1)):
+    for row, field, delta in ((0, 1, 1), (0, 2, -1), (0, 3, 1), (0, 0, 1)):
         bad = plan.clone()
-        row = next(i for i in range(3) if bad[i, 2] >= bad[i, 0] and bad[i, field] + delta >= 0)
         bad[row, field] += delta
         with pytest.raises(ValueError):
             check_mla_plan(bad, seq_slot, lens, 64)
+    with pytest.raises(ValueError):
+        check_mla_plan(plan[1:].contiguous(), seq_slot, lens, 64)  # a piece missing
     with pytest.raises(ValueError):
         check_mla_plan(plan.long(), seq_slot, lens, 64)
     with pytest.raises(ValueError):
         check_mla_plan(plan, seq_slot[:-1].contiguous(), lens, 64)
 
 
-@pytest.mark.parametrize("s_q,h_q,lens,parts", [(1, 16, [1, 64, 5000, 65], 7), (2, 32, [2, 700, 130], 5)])
-def test_plan_pieces_merged_by_lse_equal_the_reference(s_q, h_q, lens, parts):
+@pytest.mark.parametrize("s_q,h_q,lens,ctas", [(1, 16, [1, 64, 5000, 65], 7), (2, 32, [2, 700, 130], 5)])
+def test_plan_pieces_merged_by_lse_equal_the_reference(s_q, h_q, lens, ctas):
     """What the two kernels compute, in fp64 on the CPU: attention over each piece of the plan
     (a piece holding only masked keys for the first of s_q = 2 tokens gives LSE -inf), then the
     LSE-weighted merge of each sequence's pieces."""
     q, kv, table, cl = paged_inputs(lens, s_q, h_q, torch.float32, nan_tail=True)
-    plan, seq_slot = tl_mla.mla_decode_plan(lens, 64, parts)
+    plan, seq_slot = tl_mla.mla_decode_plan(lens, 64, ctas)
+    assert int(seq_slot[-1]) > len(lens)  # some sequence is cut
     want, want_lse = naive_decode(q, kv, table, cl)
     parts_o, parts_lse = {}, {}
     for s, lo, hi, slot in _pieces(plan, seq_slot, lens, 64):
@@ -232,9 +238,9 @@ def test_split_combine_and_plan_stay_within_160_lines():
 def test_candidates_are_valid_schedules():
     assert len(set(tl_mla.CANDIDATES)) == len(tl_mla.CANDIDATES) >= 2
     for k in tl_mla.CANDIDATES:
-        assert 64 % k.block_N == 0 and k.stages >= 1 and k.parts_per_sm >= 1
-    assert tl_mla.num_parts(128, 1, tl_mla.Knobs(), 132) == 66  # two row tiles share the SMs
-    assert tl_mla.num_parts(16, 1, tl_mla.Knobs(parts_per_sm=2), 132) == 264
+        assert 64 % k.block_N == 0 and k.stages >= 1 and k.ctas_per_sm >= 1
+    assert tl_mla.target_pieces(128, 1, tl_mla.Knobs(), 132) == 66  # two row tiles share the SMs
+    assert tl_mla.target_pieces(16, 1, tl_mla.Knobs(ctas_per_sm=2), 132) == 264
 
 
 def _expect(msg, *args, **kw):
@@ -254,7 +260,6 @@ def test_bad_inputs_are_refused():
     _expect("outside", q, kv, table + 10, lens)
     with pytest.raises(ValueError, match="block table too short"):
         tl_mla.mla_decode(q, kv, table[:, :1].contiguous(), lens)  # the wrapper checks first
-    plan, seq_slot = tl_mla.make_plan(lens, 16, 1)
     with pytest.raises(ValueError, match="plan"):  # a plan made for other lengths
         tl_mla.mla_decode(q, kv, table, lens, plan=tl_mla.make_plan(torch.tensor([700, 70], dtype=torch.int32), 16, 1))
 

@@ -77,23 +77,22 @@ def test_every_schedule_matches_reference(knob_index, params):
     case = _case(*params)
     inputs = EXPERIMENT.make_inputs(case, 11, "cuda")
     plan = make_plan(inputs["cache_seqlens"], case["h_q"], case["s_q"], knobs)
-    out = mla_decode(*_args(inputs), knobs=knobs, plan=plan)
+    out = mla_decode(*_args(inputs), plan=plan)
     res = default_check(out, EXPERIMENT.reference(case, inputs), TOL[case["dtype"]])
     assert res["passed"], res["error"]
 
 
-@pytest.mark.parametrize("parts", [1, 3, 500])
+@pytest.mark.parametrize("ctas", [1, 3, 500])
 @pytest.mark.parametrize("params", [CASES[1], CASES[2], CASES[5], CASES[7]], ids=[IDS[i] for i in (1, 2, 5, 7)])
-def test_extreme_plans_match_reference(parts, params):
-    """One unit walking the whole batch; few units; more units than blocks (every sequence cut
-    into one-block pieces, pieces holding only the last position, idle units)."""
-    from kernels.mla_decode import Knobs, mla_decode, mla_decode_plan
+def test_extreme_plans_match_reference(ctas, params):
+    """Every sequence whole; few pieces; the finest cut (4-block pieces, pieces holding only the
+    last position), each through the kernel and, when cut, the combine."""
+    from kernels.mla_decode import Knobs, make_plan, mla_decode
 
     case = _case(*params)
     inputs = EXPERIMENT.make_inputs(case, 5, "cuda")
-    lens = inputs["cache_seqlens"]
-    plan, seq_slot = mla_decode_plan(lens.tolist(), 64, parts)
-    out = mla_decode(*_args(inputs), knobs=Knobs(), plan=(plan.cuda(), seq_slot.cuda()))
+    plan = make_plan(inputs["cache_seqlens"], case["h_q"], case["s_q"], Knobs(), ctas=ctas)
+    out = mla_decode(*_args(inputs), plan=plan)
     res = default_check(out, EXPERIMENT.reference(case, inputs), TOL[case["dtype"]])
     assert res["passed"], res["error"]
 
