@@ -1,20 +1,19 @@
 """Regenerate paper/ from results/: tables, figures, ledger, appendix, README and the LaTeX index files."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 from repro.report import claims as claims_mod
-from repro.report import style
+from repro.report import publish, style
 from repro.report.coverage import all_coverage
 from repro.report.environment import write_environment
 from repro.report.figures import Figure, experiment_figures
 from repro.report.ledger import write_ledger
-from repro.report.load import Results, load
+from repro.report.load import Results, load, require_measured
+from repro.report.publish import ReportError  # noqa: F401  (raised for a bad --out)
 from repro.report.readme import write_readme
 from repro.report.render import latex_escape, write
 from repro.report.loc_figure import loc_figure
@@ -83,44 +82,38 @@ def clear_generated(out: Path, figures_only: bool) -> None:
                 path.unlink()
 
 
-class ReportError(ValueError):
-    """A report request that cannot be served as asked (e.g. `--out` names a file)."""
-
-
-def generate(results_dir: Path, out: Path, figures_only: bool = False, config_dir: Path = CONFIG_DIR) -> list[Path]:
+def generate(results_dir: Path, out: Path, figures_only: bool = False, config_dir: Path = CONFIG_DIR,
+             note: Callable[[str], None] | None = None) -> list[Path]:
     """Write everything under `out`; returns the written files (sorted).
 
-    Results are read (and checked) first; the report is built in a sibling folder holding a copy
-    of `out`, which replaces `out` only once everything is written. A failure at any step raises
-    (StoreError for damaged results) and leaves `out` as it was.
+    `out` is checked first (ReportError: a bad request, nothing done). What a killed earlier run
+    left is then put right (repro/report/publish.py), and results are read and checked (StoreError
+    for damaged or unmeasured results). The report is built in a sibling folder holding a copy of
+    `out`, which takes the place of `out` in one step once everything is written: a failure or a
+    kill at any point leaves `out` whole, as it was or as the new report. `note` receives remarks
+    (results left out, leftovers put right), one line each.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ReportError(f"--out {out.as_posix()}: that is a file; the report is written into a folder")
-    results = load(results_dir)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ReportError(f"--out {out.as_posix()}: cannot make its folder ({exc.strerror or exc})") from None
-    # A sibling of `out`: the same depth below the same folder, so relative links come out the same.
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.build-"))
-    try:
-        if out.is_dir():
-            shutil.copytree(out, stage, symlinks=True, dirs_exist_ok=True)
-            stage.chmod(out.stat().st_mode & 0o7777)
-        else:
-            mask = os.umask(0o022)
-            os.umask(mask)
-            stage.chmod(0o777 & ~mask)  # mkdtemp makes 0700
-        written = _generate(results, stage, figures_only, config_dir)
-        old = stage.with_name(stage.name.replace(".build-", ".old-"))
-        if out.is_dir():
-            out.rename(old)
-        stage.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    out = publish.check_out(Path(out), Path(results_dir))
+    say = note or (lambda text: None)
+    with publish.locked(out.parent):
+        for line in publish.recover_or_refuse(out):
+            say(line)
+        stage = publish.make_stage(out)
+        try:
+            results = load(results_dir)
+            require_measured(results)
+            for line in results.notes:
+                say(line)
+            publish.step("loaded")
+            publish.fill_stage(stage, out)
+            written = _generate(results, stage, figures_only, config_dir)
+            publish.step("built")
+            publish.publish(stage, out)
+        except publish.LateInterrupt:
+            raise  # the new report is in place
+        except BaseException:
+            publish.remove(stage)
+            raise
     return sorted(out / p.relative_to(stage) for p in written)
 
 

@@ -5,9 +5,12 @@ Layout (the results contract, owned by repro/results):
     results/<hardware>/env-<run_id>.json    one manifest per run
     results/loc.csv, results/portability.csv, results/scaling.csv   (optional)
 
-Everything is read through the store's validated readers under the store's own column names;
-anything damaged (a missing results folder, a cut or malformed CSV, a manifest that is not a
-JSON object) raises StoreError, so no report is ever made from results that could not be read.
+Everything is read through the store's validated readers under the store's own column names,
+then through the report's own checks (repro/report/checks.py: figures that can be true, names,
+manifests as the runner writes them); anything damaged (a missing results folder, a cut or
+malformed CSV, an impossible figure, a damaged name, a manifest that is not one a run writes)
+raises StoreError, so no report is ever made from results that could not be read. The harness
+self-test's results (results/cpu/, experiment selftest) are no card: left out, with a note.
 """
 from __future__ import annotations
 
@@ -18,10 +21,12 @@ from typing import Optional
 
 import pandas as pd
 
+from repro.report import checks
 from repro.results import manifest as mf
-from repro.results.store import FIGURES, MEASURED, StoreError, parse_case, read_csv_checked, read_results
+from repro.results.store import FIGURES, MEASURED, Status, StoreError, parse_case, read_csv_checked, read_results
 
 MEASURED_STATUSES = tuple(s.value for s in MEASURED)
+MEASURED_OK = Status.OK.value
 NUMERIC_COLUMNS = FIGURES
 TEXT_COLUMNS = ("experiment", "case", "backend", "status", "run_id", "error", "source")
 SIDE_TABLES = ("loc", "portability", "scaling")
@@ -82,14 +87,43 @@ def _side_table(results: Results, name: str, path: Path) -> None:
     results.side[name] = frame
 
 
+def _read_experiments(folder: Path) -> tuple[dict[Path, pd.DataFrame], list[Path]]:
+    """A folder's experiment files, read and checked; the self-test's files apart (with a note)."""
+    frames, selftest = {}, []
+    for path in sorted(folder.glob("*.csv")):
+        checks.check_folder_name(path)
+        if path.stem in HARDWARE_SIDE_TABLES:
+            continue
+        frame = read_results(path)
+        checks.check_rows(path, frame)
+        if checks.is_selftest_file(path, frame):
+            selftest.append(path)
+        elif not frame.empty:
+            frames[path] = frame
+    return frames, selftest
+
+
+def _selftest_note(results: Results, paths: list[Path]) -> None:
+    names = ", ".join(p.relative_to(results.root.parent).as_posix() for p in paths)
+    results.notes.append(f"left out {names}: the harness self-test's rows (experiment selftest on the cpu "
+                         "stand-in hardware), not measurements of a card")
+
+
 def _load_hardware(results: Results, folder: Path) -> None:
+    checks.check_folder_name(folder)
+    if checks.is_selftest_folder(folder):
+        _selftest_note(results, [folder])
+        return
+    frames, selftest = _read_experiments(folder)
+    if selftest and not frames:  # a folder of nothing but self-test rows: no card, manifests and all
+        _selftest_note(results, [folder])
+        return
+    if selftest:
+        _selftest_note(results, selftest)
     for path in sorted(folder.glob("*.csv")):
         if path.stem in HARDWARE_SIDE_TABLES:
             _side_table(results, path.stem, path)
-            continue
-        frame = read_results(path)
-        if frame.empty:
-            continue
+    for path, frame in frames.items():
         frame, params = _normalise(frame, folder.name, path.stem)
         frame["csv"] = path.relative_to(results.root.parent).as_posix()
         name = path.stem
@@ -99,7 +133,7 @@ def _load_hardware(results: Results, folder: Path) -> None:
         results.params[name] = results.params.get(name, []) + [
             p for p in params if p not in results.params.get(name, [])
         ]
-    for run_id, manifest in mf.read_manifests(folder).items():
+    for run_id, manifest in checks.read_manifests(folder).items():
         manifest["_path"] = mf.path_of(folder, run_id).relative_to(results.root.parent).as_posix()
         results.manifests[(folder.name, run_id)] = manifest
 
@@ -138,6 +172,16 @@ def load(root: str | Path) -> Results:
         results.side[name] = pd.concat([results.side[name], frame], ignore_index=True) \
             if name in results.side else frame
     return results
+
+
+def require_measured(results: Results) -> None:
+    """Refuse a tree that measured nothing: no card folder holds an ok row (a report of it would
+    replace every figure and verdict with 'not measured')."""
+    if any((frame["status"] == MEASURED_OK).any() for frame in results.experiments.values()):
+        return
+    left_out = f" ({'; '.join(results.notes)})" if results.notes else ""
+    raise StoreError(f"{results.root.as_posix()}: no measured results: no card folder holds an ok row"
+                     f"{left_out}")
 
 
 def status_counts(rows: pd.DataFrame) -> str:
