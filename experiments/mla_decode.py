@@ -175,7 +175,8 @@ def search_schedules(cases_: list[dict]) -> None:
         rank = (c["lengths"] != "equal", abs(c["seqlen"] - 8192) + abs(c["batch"] - 128))
         if _knob_key(c) not in groups or rank < groups[_knob_key(c)][0]:
             groups[_knob_key(c)] = (rank, c)
-    search(KnobCache("mla_decode"), {key: c for key, (_, c) in groups.items()}, lambda case: tl_mla.CANDIDATES,
+    search(KnobCache("mla_decode"), {key: c for key, (_, c) in groups.items()},
+           lambda case: tl_mla.candidates(case["h_q"], case["s_q"]),
            compile_one=lambda c, k: compile_kernel(tl_mla.mla_decode_split_kv, c["h_q"], c["s_q"],
                                                    TORCH_DTYPES[c["dtype"]], D_QK ** -0.5, **k.builder_args()),
            runner=lambda case, inputs, k, kernel: _tilelang_runner(case, inputs, k),

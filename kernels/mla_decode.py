@@ -210,9 +210,14 @@ def default_knobs(h_q: int, s_q: int) -> Knobs:
 
 
 # What the suite's schedule search times per (h_q, s_q, dtype): few on purpose (each compiles).
-# 32-key blocks leave room for deeper K/V pipelines (memory-bound shapes); two CTAs' worth of
-# pieces per SM cut long sequences finer.
+# 32-key blocks leave room for deeper K/V pipelines; two CTAs' worth of pieces per SM cut long
+# sequences finer. Row tiles under 64 (h_q * s_q of 16 or 32) take 64-key blocks only: TileLang
+# finds no warp partition (16 rows) or fragment layout (32 rows) for 32-key ones.
 CANDIDATES = (Knobs(), Knobs(block_N=32, stages=3), Knobs(block_N=32, stages=4), Knobs(ctas_per_sm=2))
+
+
+def candidates(h_q: int, s_q: int) -> tuple:
+    return CANDIDATES if s_q * h_q >= 64 else tuple(k for k in CANDIDATES if k.block_N == 64)
 
 
 def target_pieces(h_q: int, s_q: int, knobs: Knobs, sm_count: int | None = None) -> int:

@@ -239,6 +239,7 @@ def test_candidates_are_valid_schedules():
     assert len(set(tl_mla.CANDIDATES)) == len(tl_mla.CANDIDATES) >= 2
     for k in tl_mla.CANDIDATES:
         assert 64 % k.block_N == 0 and k.stages >= 1 and k.ctas_per_sm >= 1
+    assert all(k.block_N == 64 for k in tl_mla.candidates(16, 2)) and len(tl_mla.candidates(128, 1)) == 4
     assert tl_mla.target_pieces(128, 1, tl_mla.Knobs(), 132) == 66  # two row tiles share the SMs
     assert tl_mla.target_pieces(16, 1, tl_mla.Knobs(ctas_per_sm=2), 132) == 264
 
