@@ -97,15 +97,16 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
                 tok = block_table[b, (lo + it) * block_N // PAGE] * PAGE + (lo + it) * block_N % PAGE
                 T.copy(KV[tok:tok + block_N, 0:D_V], KV_s)
                 T.copy(KV[tok:tok + block_N, D_V:D_QK], Kpe_s)
-                if lo + it == last:  # cache rows past the length may hold anything (NaN)
-                    for j, d in T.Parallel(block_N, D_V):
-                        KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV_s[j, d], 0)
                 T.gemm(Q_s, KV_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol, clear_accum=True)
                 T.gemm(Qpe_s, Kpe_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol)
                 if lo + it == last:  # length and causal limits (s_q <= 2) both fall in the last block
                     for r, j in T.Parallel(block_H, block_N):
                         S[r, j] = T.if_then_else((lo + it) * block_N + j < seqlen - s_q + 1 + (r0 + r) // h_q,
                                                  S[r, j], -T.infinity(accum))
+                    # Cache rows past the length may hold anything (NaN): zero them for P V. Only
+                    # here, where the P tile's own barrier is, not before Q K^T (masked above).
+                    for j, d in T.Parallel(block_N, D_V):
+                        KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV_s[j, d], 0)
                 T.copy(m, m_prev)
                 T.reduce_max(S, m, dim=1, clear=False)
                 for r in T.Parallel(block_H):
