@@ -1,11 +1,17 @@
 """The command line: checks the overrides before Hydra runs anything, turns a composed config into
 a run, and every expected failure into one `error:` line with a documented exit code.
 
-    2  a bad override or config value (Hydra-level ones too: an unknown experiment, a misspelt
-       key, an unknown config group option, a `+key=` the config does not have)
-    3  no usable device
-    4  a damaged results file
-A `-m` sweep exits with the code of its first failed job (1 when a job crashed outright).
+    0    done (a dry run: validated and listed)
+    1    anything else: a job that crashed, a file-system error about a path the user did not choose
+    2    a bad override or config value (Hydra-level ones too: an unknown experiment, a misspelt
+         key, an unknown config group option, a `+key=` the config does not have), a results_dir
+         that cannot be a folder, a `-m` sweep with no job or with any job that would be refused
+    3    no usable device
+    4    a damaged results file or run manifest
+    130  interrupted (Ctrl-C): the rows stored so far are kept; the same command resumes
+Every job of a `-m` sweep is validated before the first one runs (a dry run's jobs each validate
+themselves); a sweep whose jobs then fail exits with the code of its first failed job (1 when a
+job crashed outright).
 """
 from __future__ import annotations
 
@@ -23,14 +29,22 @@ from repro.measure.hardware import HardwareError
 from repro.results.store import StoreError
 from repro.run.validate import ConfigError, check_task
 
-EXIT_CONFIG, EXIT_NO_DEVICE, EXIT_STORE = 2, 3, 4
+EXIT_CONFIG, EXIT_NO_DEVICE, EXIT_STORE, EXIT_INTERRUPTED = 2, 3, 4, 130
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+MAX_LINE = 2000  # characters of one error line: what it says first is what matters
+INTERRUPTED = "interrupted; rows already stored are kept: run the same command again to resume"
+# OSErrors that name a path the user chose (results_dir=...) rather than a fault of the harness.
+CONFIG_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ELOOP, errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR)
 
 
 def error(message: str, code: int) -> int:
-    """Print one `error:` line (a multi-line message is folded into it) and return the exit code."""
+    """Print one `error:` line (a multi-line message is folded into it, a long one cut) and return
+    the exit code."""
     lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
-    print(f"error: {'; '.join(lines)}", file=sys.stderr)
+    text = "; ".join(lines)
+    if len(text) > MAX_LINE:
+        text = f"{text[:MAX_LINE]}... (cut, {len(text)} characters)"
+    print(f"error: {text}", file=sys.stderr)
     return code
 
 
@@ -66,8 +80,10 @@ def dispatch(cfg: DictConfig) -> int:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         # A folder the user chose that cannot be written is a configuration matter (results_dir=...).
-        code = EXIT_CONFIG if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 1
+        code = EXIT_CONFIG if exc.errno in CONFIG_ERRNOS else 1
         return error(f"{where}{exc.strerror or exc}", code)
+    except KeyboardInterrupt as exc:  # the runner's Interrupted says what was kept; elsewhere, this
+        return error(str(exc) or INTERRUPTED, EXIT_INTERRUPTED)
 
 
 # --- before Hydra: every job's overrides compose, and name only keys the config has ---------------
@@ -88,7 +104,7 @@ def check_command_line(argv: list[str]) -> Optional[str]:
     config_name = args.config_name or "config"
     overrides = list(args.overrides)
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = OverridesParser.create(config_loader=_config_loader()).parse_overrides(overrides)
         multirun = args.multirun or any(o.key_or_group == "hydra.mode" and o.value() == "MULTIRUN" for o in parsed)
         if any(o.key_or_group == "hydra/sweeper" for o in parsed):
             return None  # a sweeper plugin expands the sweep its own way
@@ -96,24 +112,70 @@ def check_command_line(argv: list[str]) -> Optional[str]:
             from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
             jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+            if not jobs:
+                return _empty_sweep(parsed)
         else:
             jobs = [overrides]
         seen: set[tuple] = set()
-        for job in jobs:
+        for num, job in enumerate(jobs):
             if tuple(job) not in seen:
                 seen.add(tuple(job))
-                _check_job(config_name, job)
+                cfg = _check_job(config_name, job)
+                if multirun:  # every job before the first runs: no sweep stops halfway on a bad value
+                    _check_sweep_job(cfg, num, job)
     except ConfigError as exc:
         return str(exc)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         return _hydra_message(exc)
+    except OSError as exc:  # e.g. an override key longer than a file name, looked up as a config group
+        return f"{_short(exc.filename) + ': ' if exc.filename else ''}{exc.strerror or exc}"
     return None
+
+
+def _config_loader():
+    """Hydra's loader over configs/, so that glob() sweeps expand here as they will in the run."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    return ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONFIG_DIR)))
+
+
+def _empty_sweep(parsed) -> str:
+    """-m with no job: name the override whose sweep is empty (range(5,5), a glob matching nothing)."""
+    empty = [o.input_line for o in parsed if o.is_sweep_override() and not list(o.sweep_string_iterator())]
+    which = f"{empty[0]} gives no value" if empty else "the overrides give no job"
+    return f"-m: the sweep has no job to run ({which}); nothing was run"
+
+
+def _check_sweep_job(cfg: DictConfig, num: int, job: list[str]) -> None:
+    """What a job of a sweep checks before measuring, checked for all of them now (a dry run's jobs
+    only list cases: each checks itself when it runs, and every bad one is reported)."""
+    from repro.run.plan import plan
+
+    try:
+        check_task(cfg)
+        if cfg.get("task", "measure") == "measure" and cfg.get("dry_run") is not True:
+            plan(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"job #{num} of the sweep ({' '.join(job)}): {exc}; no job was run") from None
 
 
 def _is_group(override) -> bool:
     key = override.key_or_group
     return override.package is not None or (not key.startswith("hydra.") and "." not in key
-                                            and (key.startswith("hydra/") or (CONFIG_DIR / key).is_dir()))
+                                            and (key.startswith("hydra/") or _is_folder(CONFIG_DIR / key)))
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name longer than the file system takes: no config group
+        return False
+
+
+def _short(text, width: int = 80) -> str:
+    text = str(text)
+    return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -123,8 +185,9 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
         return compose(config_name=config_name, overrides=overrides)
 
 
-def _check_job(config_name: str, job: list[str]) -> None:
-    """One job's overrides: group options exist, every other key exists in the composed config."""
+def _check_job(config_name: str, job: list[str]) -> DictConfig:
+    """One job's overrides: group options exist, every other key exists in the composed config;
+    returns the job's composed config."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import MissingConfigException
 
@@ -140,7 +203,7 @@ def _check_job(config_name: str, job: list[str]) -> None:
         key = o.key_or_group
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             raise ConfigError(_unknown_key(o, base))
-    _compose(config_name, job)  # anything else Hydra objects to (types, ambiguous sweeps...)
+    return _compose(config_name, job)  # anything else Hydra objects to (types, ambiguous sweeps...)
 
 
 _ABSENT = object()
@@ -156,7 +219,7 @@ def _unknown_key(override, base: DictConfig) -> str:
     where = f"{parent_key}." if parent_key else ""
     added = " (a `+` override may only set a key the config already has)" if override.is_add() or \
         override.is_force_add() else ""
-    return (f"{override.input_line}: unknown key {key!r}{added}; {hint}"
+    return (f"{_short(override.input_line)}: unknown key {_short(key)!r}{added}; {hint}"
             f"known: {', '.join(where + k for k in known)}")
 
 

@@ -18,6 +18,11 @@ class SettingsError(ValueError):
     """A bench setting that is missing, unknown or out of range (the message names the key)."""
 
 
+# The largest seed: what a results CSV's integer column holds (int64) and torch's generators take.
+# Trial t of the gate draws its inputs from seed + t, so the seed leaves room for the trials.
+MAX_SEED = 2**63 - 1
+
+
 def _number(key: str, value: Any, *, positive: bool) -> float:
     bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
     if bad or value < 0 or (positive and value == 0):
@@ -29,6 +34,16 @@ def _count(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise SettingsError(f"{key}={value!r}: must be a positive integer")
     return value
+
+
+def _seed(seed: Any, trials: int) -> None:
+    """null, or an integer whose trials' seeds (seed .. seed + trials - 1) all fit in MAX_SEED."""
+    if seed is None:
+        return
+    top = MAX_SEED - (trials - 1)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= top:
+        raise SettingsError(f"bench.seed={seed!r}: null (fresh inputs every run) or an integer from 0 to {top} "
+                            f"(2**63-1, less the {trials} correctness trials' offsets)")
 
 
 def _flag(key: str, value: Any) -> bool:
@@ -111,8 +126,7 @@ class BenchSettings:
         _ = self.timer  # checks the timer's fields
         _count("bench.correctness_trials", self.correctness_trials)
         _count("bench.trials", self.trials)
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
-            raise SettingsError(f"bench.seed={self.seed!r}: null (fresh inputs every run) or an integer >= 0")
+        _seed(self.seed, self.correctness_trials)
         if self.isolate not in (True, False, "auto"):
             raise SettingsError(f"bench.isolate={self.isolate!r}: allowed values: true, false, auto")
         _number("bench.timeout_s", self.timeout_s, positive=True)

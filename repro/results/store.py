@@ -8,14 +8,24 @@ backend name of their own (`<backend>_paper`), so they never share a key with a 
 Jobs that run beside others (a sharded or parallel sweep) each write their own part file,
 results/<hardware>/parts/<experiment>.<job>.csv, folded into the main file by repro/run/merge.py;
 two processes never rewrite one CSV. Every write replaces its file atomically.
+
+A row's verdict depends on the gate it passed: its `gate` column (`gate_of`) records the limits it
+was judged by, the run's manifest all of them (`gate_settings`, `gate_key`), and `looser_gate`
+says whether a row was judged more leniently than a reference (the experiment's defaults). A
+failure row (error, oom, timeout) never replaces an ok row measured by the same code: the ok row
+is kept and `write` says so.
 """
 from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
+import json
 import math
 import os
+import re
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -40,6 +50,7 @@ class Status(StrEnum):
 STATUSES = tuple(s.value for s in Status)
 MEASURED = tuple(s for s in Status if s is not Status.REPORTED)
 FINAL = (Status.OK, Status.INCORRECT)  # statuses that a rerun keeps; the others are measured again
+FAILED = (Status.ERROR, Status.OOM, Status.TIMEOUT)  # never replace an ok row of the same code
 PUBLISHED_SUFFIX = "_paper"  # published rows' backends: fa3_paper, flash_mla_paper, ...
 
 REQUIRED = ("experiment", "case", "backend", "status", "median_ms", "tflops", "run_id")
@@ -49,19 +60,40 @@ FIGURES = ("median_ms", "tflops", "gbps", "p25_ms", "p75_ms", "min_ms", "reps", 
            "roofline_frac", "rel_l2", "max_abs", "trials", "speedup", "speedup_lo", "speedup_hi")
 TIMINGS = ("median_ms", "p25_ms", "p75_ms", "min_ms")  # where present: finite and positive
 # Text columns stay text when read (an all-digit run id or code hash must not become a number).
-TEXT = ("experiment", "case", "backend", "status", "run_id", "error", "source", "hardware", "code_hash",
+TEXT = ("experiment", "case", "backend", "status", "run_id", "error", "source", "hardware", "gate", "code_hash",
         "env_key", "timestamp", "trial_ms")
 # The leading columns, in order; case parameters follow, then anything else alphabetically.
 LEADING = REQUIRED + ("gbps", "p25_ms", "p75_ms", "min_ms", "reps", "tflops_frac", "bw_frac",
                       "roofline_frac", "rel_l2", "max_abs", "error", "source", "hardware", "trials", "trial_ms",
                       "speedup", "speedup_lo", "speedup_hi")
-TRAILING = ("code_hash", "env_key", "timestamp")
+TRAILING = ("gate", "code_hash", "env_key", "timestamp")
 KEY = ["case", "backend"]
 PARTS = "parts"
 
 
 class StoreError(RuntimeError):
     """A results file or row that cannot be trusted (corrupt, truncated, wrong schema, bad figures)."""
+
+
+MAX_MESSAGE = 600  # characters of one complaint about a file: enough to find the line, never the junk itself
+
+
+def _show(value, width: int = 40) -> str:
+    """A value as a message quotes it: repr, cut to `width` characters."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"
+
+
+def _label(value) -> str:
+    """A name as a message shows it: itself, unless it holds control characters or is long."""
+    text = str(value)
+    return text if len(text) <= 60 and text.isprintable() else _show(value)
+
+
+def _cap(text: str, width: int = MAX_MESSAGE) -> str:
+    """One line of at most `width` characters (and a note of how long it was)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else f"{text[:width]}... (message cut, {len(text)} characters)"
 
 
 def published_backend(backend: str) -> str:
@@ -88,6 +120,48 @@ def case_key(params: Mapping) -> str:
         return str(v)
 
     return ",".join(f"{k}={fmt(params[k])}" for k in sorted(params))
+
+
+# Names as the experiments spell them: backends (and experiments) are identifiers; a case string is
+# `key=value,...` with identifier keys, each once, and values without ',', '=', control characters
+# or surrounding blanks (what `case_key` writes and `parse_case` reads back).
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+CASE_ITEM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=([^,=\x00-\x1f\x7f]+)$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Text columns that name or identify a row: never a control character in them (`error` may hold newlines).
+IDENTITY = ("experiment", "case", "backend", "status", "run_id", "hardware", "gate", "code_hash", "env_key",
+            "timestamp", "source")
+
+
+def case_problems(case) -> list[str]:
+    """What keeps `case` from being a case string (empty when it is one)."""
+    text = str(case)
+    items = text.split(",")
+    matches = [CASE_ITEM.match(item) for item in items]
+    bad = [item for item, m in zip(items, matches) if not m or m.group(2) != m.group(2).strip()]
+    if bad:
+        return [f"case {_show(text)} is not key=value,... (bad item {_show(bad[0])})"]
+    keys = [item.split("=", 1)[0] for item in items]
+    twice = [k for i, k in enumerate(keys) if k in keys[:i]]
+    return [f"case {_show(text)} names {twice[0]!r} twice"] if twice else []
+
+
+def name_problems(row: Mapping) -> list[str]:
+    """Damaged names: a control character in an identity column, a backend or experiment that is not
+    an identifier, a case that is not a case string."""
+    problems = []
+    for name in IDENTITY:
+        value = row.get(name)
+        if isinstance(value, str) and CONTROL.search(value):
+            problems.append(f"{name} {_show(value)} holds a control character")
+    for name in ("backend", "experiment"):
+        value = row.get(name)
+        if not _empty(value) and not CONTROL.search(str(value)) and not IDENTIFIER.match(str(value)):
+            problems.append(f"{name} {_show(value)} is not a name (letters, digits, '_'; not starting with a digit)")
+    case = row.get("case")
+    if not _empty(case) and not CONTROL.search(str(case)):
+        problems += case_problems(case)
+    return problems
 
 
 def parse_value(text: str):
@@ -123,24 +197,69 @@ def _number(value) -> Optional[float]:
     return None if math.isnan(number) else number
 
 
+def _not_a_number(value) -> bool:
+    """A figure given as NaN (float or text): no measurement can produce one."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in ("nan", "-nan", "+nan")
+
+
+# An ok row's figures, when present: what a timed, gated measurement can give.
+POSITIVE = ("median_ms", "p25_ms", "p75_ms", "min_ms", "reps", "trials", "speedup", "speedup_lo", "speedup_hi")
+NON_NEGATIVE = ("tflops", "gbps", "tflops_frac", "bw_frac", "roofline_frac", "rel_l2", "max_abs")
+NO_NAN = ("median_ms", "p25_ms", "p75_ms", "min_ms", "tflops", "gbps")  # NaN elsewhere: not known (empty)
+
+
+def ok_problems(row: Mapping, figures: Mapping) -> list[str]:
+    """Impossible figures in an ok row: a NaN, infinite, negative or zero time or throughput, a
+    seed out of range, an infinite case parameter. A throughput of zero is a kernel that does no
+    such work (a copy's TFLOPS); it passes only beside a positive other one."""
+    problems = [f"{name}=nan in an ok row" for name in NO_NAN if _not_a_number(row.get(name))]
+    for name in POSITIVE + NON_NEGATIVE:
+        value = figures.get(name)
+        if value is None or name in TIMINGS:  # times: checked on every row (row_problems)
+            continue
+        if not math.isfinite(value) or value < 0 or (value == 0 and name in POSITIVE):
+            bound = "> 0" if name in POSITIVE else ">= 0"
+            problems.append(f"{name}={value!r} in an ok row (must be finite and {bound})")
+    work = [figures.get(name) for name in ("tflops", "gbps")]
+    if 0 in work and not any(v is not None and v > 0 for v in work):
+        problems.append("tflops and gbps both zero or missing beside a zero in an ok row (it did no work)")
+    seed = row.get("seed")
+    if not _empty(seed):
+        try:
+            ok = float(seed).is_integer() and 0 <= int(float(seed)) <= 2**63 - 1
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            problems.append(f"seed={_show(seed)} is not an integer from 0 to 2**63-1")
+    for name, value in row.items():
+        if name not in FIGURES and isinstance(value, float) and math.isinf(value):
+            problems.append(f"{name}={value!r} in an ok row")
+    return problems
+
+
 def row_problems(row: Mapping) -> list[str]:
     """What is wrong with one row under the contract (empty when nothing is)."""
     problems = [f"empty {name}" for name in FILLED if _empty(row.get(name))]
+    problems += name_problems(row)
     status, backend = row.get("status"), str(row.get("backend") or "")
     if not _empty(status) and str(status) not in STATUSES:
-        problems.append(f"unknown status {status!r} (allowed: {', '.join(STATUSES)})")
+        problems.append(f"unknown status {_show(status)} (allowed: {', '.join(STATUSES)})")
     figures = {}
     for name in FIGURES:
         try:
             figures[name] = _number(row.get(name))
-        except (TypeError, ValueError):
-            problems.append(f"{name}={row.get(name)!r} is not a number")
+        except (TypeError, ValueError, OverflowError):
+            problems.append(f"{name}={_show(row.get(name))} is not a number")
     for name in TIMINGS:
         value = figures.get(name)
         if value is not None and not (math.isfinite(value) and value > 0):
             problems.append(f"{name}={value!r} is not a positive time")
     if str(status) == Status.OK and figures.get("median_ms") is None and figures.get("rel_l2") is None:
         problems.append("an ok row without median_ms (timed) or rel_l2 (checked)")
+    if str(status) == Status.OK:
+        problems += ok_problems(row, figures)
     if is_published(status):
         if backend and not backend.endswith(PUBLISHED_SUFFIX):
             problems.append(f"published row under the measured backend name {backend!r} "
@@ -157,10 +276,57 @@ def _check_rows(records: Iterable[Mapping], where: str) -> None:
     for i, row in enumerate(records):
         found = row_problems(row)
         if found:
-            bad.append(f"row {i + 1} ({row.get('case')}, {row.get('backend')}): {'; '.join(found)}")
+            bad.append(f"row {i + 1} ({_label(row.get('case'))}, {_label(row.get('backend'))}): {'; '.join(found)}")
     if bad:
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise StoreError(f"{where}: {'; '.join(bad[:3])}{more}")
+        raise StoreError(f"{where}: {_cap('; '.join(bad[:3]) + more)}")
+
+
+# --- the gate a row passed: part of its identity --------------------------------------------------
+
+def gate_settings(settings) -> dict:
+    """The settings that decide a verdict (a BenchSettings): the correctness trials and every
+    dtype's tolerance. The run's manifest records them under `gate`, with `gate_key`."""
+    tolerance = {str(d): {"rel_l2": float(t.rel_l2), "max_abs_rel": float(t.max_abs_rel)}
+                 for d, t in sorted(settings.tolerance.items())}
+    return {"correctness_trials": int(settings.correctness_trials), "tolerance": tolerance}
+
+
+def gate_key(settings) -> str:
+    """A short hash of `gate_settings`: equal for two runs that judge every dtype alike."""
+    text = json.dumps(gate_settings(settings), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def gate_of(settings, dtype: Optional[str]) -> str:
+    """A row's `gate` column: the limits its case's dtype was judged by, as `key=value,...`
+    (`max_abs_rel=0.01,rel_l2=0.002,trials=3`); `trials=N` alone where no tolerance is configured."""
+    gate: dict = {"trials": int(settings.correctness_trials)}
+    tol = settings.tolerance.get(str(dtype)) if dtype is not None else None
+    if tol is not None:
+        gate.update(rel_l2=float(tol.rel_l2), max_abs_rel=float(tol.max_abs_rel))
+    return case_key(gate)
+
+
+def parse_gate(text) -> dict:
+    """A `gate` column back as {trials, rel_l2, max_abs_rel} (the keys it holds); {} when empty."""
+    return {} if _empty(text) else parse_case(text)
+
+
+def looser_gate(gate, reference: str) -> list[str]:
+    """How a row's `gate` judged more leniently than `reference` (e.g. the experiment's default,
+    `gate_of(default_settings(experiment), dtype)`): a higher tolerance, fewer correctness trials,
+    or no gate recorded at all. Empty when it was at least as strict."""
+    mine, ref = parse_gate(gate), parse_gate(reference)
+    if not mine:
+        return ["no gate recorded (measured before gates were stored)"]
+    problems = []
+    for key in ("rel_l2", "max_abs_rel"):
+        if key in ref and (key not in mine or float(mine[key]) > float(ref[key])):
+            problems.append(f"{key} {mine.get(key, 'not recorded')} > {ref[key]}")
+    if "trials" in ref and float(mine.get("trials", 0)) < float(ref["trials"]):
+        problems.append(f"{mine.get('trials', 0)} correctness trial(s) < {ref['trials']}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -198,6 +364,7 @@ class ResultRow:
     error: Optional[str] = None
     source: Optional[str] = None
     seed: Optional[int] = None
+    gate: Optional[str] = None  # the limits the gate judged it by (`gate_of`)
     code_hash: Optional[str] = None
     env_key: Optional[str] = None
     timestamp: Optional[str] = None
@@ -281,7 +448,7 @@ def atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def _damaged(path: Path, what: str) -> StoreError:
-    return StoreError(f"{path}: {what}; move it aside or fix it, it was not overwritten")
+    return StoreError(f"{path}: {_cap(what)}; move it aside or fix it, it was not overwritten")
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -293,37 +460,65 @@ def _ends_with_newline(path: Path) -> bool:
         return fh.read(1) == b"\n"
 
 
-def read_csv_checked(path: Path, text: Iterable[str] = ()) -> pd.DataFrame:
-    """Read any CSV the suite writes: a cut (no final newline) or unparsable file raises StoreError."""
+def read_csv_checked(path: Path, text: Iterable[str] = (), empty_only: bool = False) -> pd.DataFrame:
+    """Read any CSV the suite writes: a cut (no final newline) or unparsable file raises StoreError
+    (one capped line; pandas' own warnings are not printed). With `empty_only`, only an empty cell
+    is missing: a `nan` or `NA` text stays text, for the row checks to see."""
     try:
         if not _ends_with_newline(path):  # the writer always ends a file with one
             raise _damaged(path, "truncated file (the last line is incomplete)")
-        return pd.read_csv(path, keep_default_na=True, dtype={c: str for c in text})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # mixed-type and parser warnings: the checks say what is wrong
+            return pd.read_csv(path, keep_default_na=not empty_only, na_values=[""] if empty_only else None,
+                               dtype={c: str for c in text}, low_memory=False)
     except StoreError:
         raise
     except Exception as exc:
-        raise _damaged(path, f"unreadable CSV ({type(exc).__name__}: {exc})") from exc
+        raise _damaged(path, f"unreadable CSV ({type(exc).__name__}: {_cap(str(exc), 200)})") from None
+
+
+def _repeated_header(path: Path, df: pd.DataFrame) -> None:
+    """A header line in the middle of the file (two files concatenated, a header appended): named by line."""
+    header = pd.Series(True, index=df.index)
+    for name in REQUIRED:
+        header &= df[name].astype(str) == name
+    if not header.any():
+        return
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first = fh.readline().rstrip("\r\n")
+        line = next((n for n, text in enumerate(fh, 2) if text.rstrip("\r\n") == first), None)
+    if line is None:
+        line = int(header.to_numpy().nonzero()[0][0]) + 2  # the data frame's row, counted as a line
+    raise _damaged(path, f"duplicated header at line {line}")
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    """The rows as dicts, an empty cell as None (a `nan` text stays text: the checks refuse it in an ok row)."""
+    return df.astype(object).where(df.notna(), None).to_dict("records")
 
 
 def read_results(path: Path) -> pd.DataFrame:
     """Load and check one results file; raise StoreError (never silently drop) when it is damaged."""
     path = Path(path)
-    df = read_csv_checked(path, TEXT)
+    df = read_csv_checked(path, TEXT, empty_only=True)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise _damaged(path, f"missing columns {missing}")
+        raise _damaged(path, f"missing columns {_show(missing, 200)}")
+    _repeated_header(path, df)
     bad = sorted(set(df["status"].dropna()) - set(STATUSES))
     if bad or df["status"].isna().any():
-        raise StoreError(f"{path}: unknown status values {bad or ['<empty>']}; allowed: {', '.join(STATUSES)}")
+        shown = ", ".join(_show(b) for b in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise StoreError(f"{path}: unknown status values [{shown or '<empty>'}]; allowed: {', '.join(STATUSES)}")
     if df.duplicated(KEY).any():
         raise _damaged(path, "duplicate (case, backend) rows")
     try:
-        _check_rows(df.to_dict("records"), str(path))
+        _check_rows(_records(df), str(path))
     except StoreError as exc:
         raise _damaged(path, str(exc).removeprefix(f"{path}: ")) from None
     for name in FIGURES:
-        if name in df.columns:
-            df[name] = pd.to_numeric(df[name])
+        if name in df.columns:  # a `nan` text (kept as text to check it) reads as NaN here
+            numeric = pd.api.types.is_numeric_dtype(df[name])
+            df[name] = pd.to_numeric(df[name]) if numeric else df[name].astype(object).astype(float)
     return df
 
 
@@ -335,13 +530,27 @@ def order_columns(df: pd.DataFrame, params: Iterable[str] = ()) -> pd.DataFrame:
     return df[lead + params + rest + tail]
 
 
+def _shadowed(df: pd.DataFrame, by: pd.DataFrame) -> pd.Series:
+    """Which failure rows (error, oom, timeout) of `df` have an ok row of the same (case, backend)
+    and code_hash in `by`: they never replace it."""
+    if df.empty or by.empty or "code_hash" not in df.columns or "code_hash" not in by.columns:
+        return pd.Series(False, index=df.index)
+    ok = by[by["status"] == Status.OK]
+    kept = set(zip(ok["case"], ok["backend"], ok["code_hash"].astype(str)))
+    failed = df["status"].isin([s.value for s in FAILED]) & df["code_hash"].notna()
+    keys = zip(df["case"], df["backend"], df["code_hash"].astype(str))
+    return failed & pd.Series([k in kept for k in keys], index=df.index)
+
+
 def newest_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One row per (case, backend): the latest timestamp wins; on a tie, the later frame."""
+    """One row per (case, backend): the latest timestamp wins; on a tie, the later frame. A failure
+    row never wins over an ok row of the same code (`_shadowed`)."""
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=list(REQUIRED))
     tagged = [f.assign(_source=i) for i, f in enumerate(frames)]
     both = pd.concat(tagged, ignore_index=True)
+    both = both[~_shadowed(both, both)]
     stamp = both["timestamp"].fillna("").astype(str) if "timestamp" in both else ""
     both = both.assign(_stamp=stamp).sort_values(["_stamp", "_source"], kind="mergesort")
     return both.drop_duplicates(KEY, keep="last").drop(columns=["_stamp", "_source"]).reset_index(drop=True)
@@ -394,16 +603,20 @@ class ResultsStore:
     def _file_stat(self):
         return (self.path.stat().st_mtime_ns, self.path.stat().st_size) if self.path.exists() else None
 
-    def is_done(self, case: str, backend: str, code_hash: str, env_key: str) -> bool:
-        """A final row for this (case, backend) measured by the same code in the same environment."""
+    def is_done(self, case: str, backend: str, code_hash: str, env_key: str, gate: Optional[str] = None) -> bool:
+        """A final row for this (case, backend) measured by the same code in the same environment
+        and, with `gate`, judged by the same gate (`gate_of`): a run with other tolerances or
+        fewer correctness trials measures it again."""
         if self._view is None:
             self._view = newest_rows([*self._others, self.df]) if self._others else self.df
         df = self._view
         if df.empty or "code_hash" not in df.columns:
             return False
         hit = df[(df["case"] == case) & (df["backend"] == backend)]
-        return bool(((hit["status"].isin(FINAL)) & (hit["code_hash"] == code_hash)
-                     & (hit["env_key"] == env_key)).any())
+        same = hit["status"].isin(FINAL) & (hit["code_hash"] == code_hash) & (hit["env_key"] == env_key)
+        if gate is not None:
+            same &= (hit["gate"] == gate) if "gate" in hit.columns else False
+        return bool(same.any())
 
     def trials_of(self, case: str, backend: str) -> list[float]:
         """The stored `trial_ms` of an ok row (main file and parts), or [] (then no interval)."""
@@ -429,21 +642,40 @@ class ResultsStore:
         self._stat = self._file_stat()
         self._view = None
 
-    def write(self, rows: Iterable[Mapping | ResultRow]) -> None:
-        """Add rows, replacing any earlier row for the same (case, backend).
+    def _hold_back(self, new: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+        """Drop the failure rows of `new` that would replace an ok row of the same code (in this
+        file, the main file or any part); one line for each."""
+        self._view = None
+        if self._others:
+            view = newest_rows([*self._others, self.df])
+        else:
+            view = self.df
+        held = _shadowed(new, view)
+        notes = [f"kept the ok row of ({r['case']}, {r['backend']}) measured by the same code "
+                 f"({r['code_hash']}); this run's {r['status']} was not stored: {_cap(str(r.get('error') or ''), 200)}"
+                 for r in new[held].to_dict("records")]
+        return new[~held], notes
+
+    def write(self, rows: Iterable[Mapping | ResultRow]) -> list[str]:
+        """Add rows, replacing any earlier row for the same (case, backend). Returns one line for
+        each row held back: a failure (error, oom, timeout) never replaces an ok row measured by
+        the same code (a bad override, a flaky device); the ok row stays.
 
         Refused (StoreError, nothing written): a row that breaks the contract, and a published row
         that would replace a measured one or the other way round.
         """
         records = [r.to_dict() if isinstance(r, ResultRow) else dict(r) for r in rows]
         if not records:
-            return
+            return []
         _check_rows(records, f"refusing to write {self.path}")
         new = pd.DataFrame(records)
         if new.duplicated(KEY).any():
             raise StoreError(f"refusing to write {self.path}: two rows for one (case, backend)")
         with locked(self.path.parent):
             self._refresh()
+            new, notes = self._hold_back(new)
+            if new.empty:
+                return notes
             keep = self.df
             if not keep.empty:
                 both = keep.merge(new[KEY + ["status"]], on=KEY, suffixes=("", "_new"))
@@ -460,6 +692,7 @@ class ResultsStore:
         if self.on_first_write is not None:
             hook, self.on_first_write = self.on_first_write, None
             hook()
+        return notes
 
     def drop_status(self, status: Status | str) -> None:
         """Remove every row of a status (used to refresh `reported` rows as a whole)."""

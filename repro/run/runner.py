@@ -20,7 +20,8 @@ from repro.measure.case import measure_case
 from repro.measure.stats import case_interval, parse_trials
 from repro.run.plan import plan
 from repro.run.shard import parse_shard, shard_label
-from repro.results.store import ResultRow, ResultsStore, Status, case_key, part_files, write_artifact
+from repro.results.store import (ResultRow, ResultsStore, Status, case_key, gate_key, gate_of, gate_settings,
+                                 part_files, write_artifact)
 from repro.results.summary import print_summary
 from repro.run.validate import check_launcher, check_results_dir, settings_of
 
@@ -40,6 +41,11 @@ class Job:
     parallel: bool = False  # other jobs of the sweep run at the same time (any launcher but `basic`)
     num: Optional[int] = None
     launcher: Any = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep, carrying the one line that says what was kept and how to resume
+    (repro/cli.py prints it and exits 130)."""
 
 
 def current_job() -> Job:
@@ -115,6 +121,14 @@ def source_files(exp: Experiment) -> list[Path]:
     code that measures a case (in-process and in a child), plus the experiment's declared extras."""
     entries = [ROOT / "experiments" / f"{exp.name}.py", *(ROOT / f for f in HARNESS_ENTRIES)]
     return sorted({*import_closure(entries), *(ROOT / s for s in exp.sources)})
+
+
+def gate_dtype(exp: Experiment, case: dict) -> Optional[str]:
+    """The dtype whose tolerance the gate applies to a case (as repro/measure/case.py picks it)."""
+    try:
+        return str(case.get("dtype", exp.flops_dtype(case)))
+    except Exception:
+        return None
 
 
 def _row(exp, case, backend, meta: dict, result: dict) -> dict:
@@ -193,6 +207,8 @@ def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str) 
     activate()
     manifest["baselines"] = {r["name"]: f"{r.get('version') or ''} {(r.get('commit') or '')[:12]}; {r.get('built', '')}".strip()
                              for r in built_baselines() if r.get("status") == "ok"}
+    # What decides a verdict is part of the run's record and of each row's resume key.
+    manifest["gate"] = {**gate_settings(settings), "key": gate_key(settings)}
     meta = {"run_id": run_id, "hardware": hw["name"], "seed": settings.seed, "env_key": mf.env_key(manifest),
             "code_hash": mf.code_hash(source_files(exp))}
     store = _open_store(cfg, exp, hw, run_id, job, shard)
@@ -204,12 +220,16 @@ def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str) 
             store.drop_status(Status.REPORTED)
         store.write(_reported_rows(exp, cfg, run_id, hw))
     todo = [(c, b) for c in cases for b in backends
-            if cfg.get("redo") or not store.is_done(case_key(c), b, meta["code_hash"], meta["env_key"])]
+            if cfg.get("redo") or not store.is_done(case_key(c), b, meta["code_hash"], meta["env_key"],
+                                                    gate_of(settings, gate_dtype(exp, c)))]
     print(f"{label}{len(cases) * len(backends) - len(todo)} measured already, {len(todo)} to run "
           f"on {manifest['gpu'].get('name') or device} ({hw['name']}), run {run_id}")
     started, clock = time.perf_counter(), {}
-    execute(exp, todo, backends, settings, hw, store, meta, device, search=bool(cfg.get("search", True)),
-            clock=clock)
+    try:
+        execute(exp, todo, backends, settings, hw, store, meta, device, search=bool(cfg.get("search", True)),
+                clock=clock)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted(store, run_id, len(todo), bool(cfg.get("redo")))) from None
     print_summary(store.df, exp.baseline)
     if todo:  # the sweep's time, as a figure of the run: in its manifest and on the console
         sweep = {"experiment": exp.name, "wall_s": round(time.perf_counter() - started, 1), "rows": len(todo),
@@ -226,6 +246,42 @@ def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str) 
         else:
             _merge_now(root, exp.name, label)
     return 0
+
+
+def _interrupted(store: ResultsStore, run_id: str, todo: int, redo: bool) -> str:
+    """The line a Ctrl-C ends a sweep with: the rows this run stored, where, and how to resume."""
+    df = store.df
+    kept = 0 if df.empty else int(((df["run_id"] == run_id) & (df["status"] != Status.REPORTED)).sum())
+    again = ("run the same command without redo=true to resume (with it, every row is measured again)" if redo
+             else "run the same command again to resume: rows already stored are skipped")
+    return (f"interrupted: {kept} of the {todo} row(s) this run had to measure are kept in "
+            f"{store.path.as_posix()}; {again}")
+
+
+def _sandbox():
+    """The sandbox class a sweep uses: repro.run.isolate's, with children that leave Ctrl-C to the
+    sweep (no traceback of theirs; the sweep says what was kept) and are killed at once on it."""
+    import signal
+    import threading
+
+    from repro.run.isolate import Sandbox
+
+    class SweepSandbox(Sandbox):
+        def _start(self) -> None:
+            if threading.current_thread() is not threading.main_thread():
+                return super()._start()
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the child's interpreter
+            try:
+                super()._start()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+
+        def __exit__(self, kind, *exc) -> None:
+            if kind is not None and issubclass(kind, KeyboardInterrupt) and self.proc is not None:
+                self.proc.kill()  # mid-measurement: do not wait for it
+            super().__exit__(kind, *exc)
+
+    return SweepSandbox
 
 
 def _prepare(exp, todo, backends, settings, sandbox) -> None:
@@ -266,7 +322,7 @@ def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda"
     a child, where the split is not seen)."""
     from tqdm import tqdm
 
-    from repro.run.isolate import Sandbox, isolated
+    from repro.run.isolate import isolated
 
     mode = settings.isolate
     any_isolated = any(isolated(mode, exp.backend(b)) for _, b in todo)
@@ -274,7 +330,7 @@ def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda"
     for case, backend in todo:
         by_case.setdefault(case_key(case), (case, []))[1].append(backend)
     flusher, clock = None, clock if clock is not None else {}
-    with Sandbox(exp.name, settings, hw, device) if any_isolated else nullcontext() as sandbox:
+    with _sandbox()(exp.name, settings, hw, device) if any_isolated else nullcontext() as sandbox:
         if exp.prepare and todo and search:
             start = time.perf_counter()
             _prepare(exp, todo, backends, settings, sandbox)
@@ -300,7 +356,10 @@ def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda"
                     for table, rows in (results[name].pop("artifacts", None) or {}).items():
                         write_artifact(store.main_path.parent.parent, meta["hardware"], exp.name, table,
                                        key, name, rows)
-                store.write([_row(exp, case, name, meta, results[name]) for name in names])
+                gate = gate_of(settings, gate_dtype(exp, case))
+                notes = store.write([{**_row(exp, case, name, meta, results[name]), "gate": gate} for name in names])
+                for note in notes or []:  # a failure that would have replaced an ok row of the same code
+                    tqdm.write(f"  {note}")
                 bar.update(len(names))
                 for name in names:
                     if results[name]["status"] not in ("ok", "skipped"):

@@ -1,10 +1,13 @@
 """Every override is checked before any GPU work; errors name the key and the allowed values."""
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -200,6 +203,28 @@ def settings_of(cfg: DictConfig) -> BenchSettings:
         raise ConfigError(str(exc)) from None
 
 
+@functools.lru_cache(maxsize=None)
+def default_settings(experiment: str) -> BenchSettings:
+    """The bench settings an experiment runs with when nothing is overridden (configs/bench/default.yaml
+    under the experiment's own config): the reference a stored row's gate is compared with."""
+    from hydra import compose, initialize_config_dir
+
+    check_experiment_name(experiment)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return settings_of(compose(config_name="config", overrides=[f"experiment={experiment}"]))
+
+
+def default_gate(experiment: str, case: dict) -> str:
+    """The `gate` a row of `experiment` for `case` (its parameters, e.g. parse_case(row["case"]))
+    gets under the experiment's defaults. A stored row judged more leniently is named by
+    `repro.results.store.looser_gate(row["gate"], default_gate(experiment, case))`."""
+    from repro.measure.experiment import load_experiment
+    from repro.results.store import gate_of
+    from repro.run.runner import gate_dtype
+
+    return gate_of(default_settings(experiment), gate_dtype(load_experiment(experiment), case))
+
+
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CPU_EXPERIMENTS = ("selftest",)  # the only experiment allowed to measure on the CPU
 
@@ -225,10 +250,66 @@ def check_run_keys(cfg: DictConfig) -> None:
     if device == "cpu" and cfg.get("experiment") not in CPU_EXPERIMENTS:
         raise ConfigError(f"device=cpu: only the harness self-test ({', '.join(CPU_EXPERIMENTS)}) runs on the CPU")
     try:
-        parse_shard(cfg.get("shard"))
+        shard = parse_shard(cfg.get("shard"))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if shard is not None and shard[1] > MAX_SHARDS:
+        raise ConfigError(f"shard={_short(cfg.get('shard'))}: at most {MAX_SHARDS} shares (one GPU each), "
+                          "e.g. shard=0/8")
+    check_results_dir_of(cfg.get("results_dir_of"))
     check_results_dir(cfg.get("results_dir"))
+
+
+MAX_SHARDS = 4096
+
+
+def check_results_dir_of(value) -> None:
+    """`results_dir_of` (configs/config.yaml): experiment -> the folder its rows go to when
+    results_dir is not given (the self-test's: outputs/selftest, never the record)."""
+    value = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ConfigError(f"results_dir_of={_short(value)!r}: a mapping of experiment to folder, e.g. "
+                          "results_dir_of.selftest=outputs/selftest")
+    for name, folder in value.items():
+        if name not in known_experiments():
+            raise ConfigError(f"results_dir_of.{_short(name)}: unknown experiment; allowed: "
+                              f"{', '.join(known_experiments())}")
+        if not isinstance(folder, str) or not folder.strip():
+            raise ConfigError(f"results_dir_of.{name}={folder!r}: give a folder path")
+
+
+def _short(value, width: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"
+
+
+def _existing_part(path: Path) -> tuple[Path, Optional[str]]:
+    """Walk `path` from its root: (the deepest folder that exists, why the rest cannot be made there
+    or None). A dangling symbolic link, a loop of links, a name longer than the file system takes
+    or a file where a folder should be are said here, not as an OSError after measuring."""
+    parts = [*reversed(path.parents), path]
+    found = parts[0]
+    for part in parts:
+        try:
+            info = os.stat(part)
+        except FileNotFoundError:
+            if os.path.islink(part):
+                return found, f"{part.as_posix()!r} is a symbolic link to {os.readlink(part)!r}, which does not exist"
+            return found, None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return found, f"{part.as_posix()!r} is a loop of symbolic links"
+            if exc.errno == errno.ENAMETOOLONG:
+                return found, "a name in it is longer than the file system allows (255 bytes a name, 4096 a path)"
+            if exc.errno == errno.ENOTDIR:
+                return found, f"{found.as_posix()!r} exists and is not a folder"
+            return found, f"{part.as_posix()!r}: {exc.strerror or exc}"
+        if not stat.S_ISDIR(info.st_mode):
+            return found, f"{part.as_posix()!r} exists and is not a folder"
+        found = part
+    return found, None
 
 
 def check_results_dir(value, hardware: Optional[str] = None) -> None:
@@ -237,13 +318,11 @@ def check_results_dir(value, hardware: Optional[str] = None) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"results_dir={value!r}: give a folder path, e.g. results_dir=results")
     path = Path(value) / hardware if hardware else Path(value)
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if probe == path and not path.is_dir():
-        raise ConfigError(f"results_dir={value!r}: {path.as_posix()!r} exists and is not a folder")
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"results_dir={value!r}: cannot create or write in {probe.as_posix()!r}")
+    probe, problem = _existing_part(path.absolute())
+    if problem:
+        raise ConfigError(f"results_dir={_short(value)!r}: {problem}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"results_dir={_short(value)!r}: cannot create or write in {probe.as_posix()!r}")
 
 
 def check_launcher(launcher, gpus: int) -> None:
