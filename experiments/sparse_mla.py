@@ -39,8 +39,9 @@ def validate_case(case: dict) -> None:
     if case["t"] % batch:
         raise ValueError(f"t={case['t']} query tokens do not split evenly over batch={batch} sequences")
     _dsa.check_causal({**case, "t": case["t"] // batch})
-    if case["heads"] % 8:
-        raise ValueError(f"heads={case['heads']} must be a multiple of 8 (the narrowest wgmma N)")
+    if case["heads"] <= 0 or case["heads"] % 8:  # the rule of kernels.sparse_mla.validate
+        raise ValueError(f"heads={case['heads']} is not supported: sparse MLA takes a positive multiple of 8 "
+                         f"(8, 16, 24, 32, 48, 64, 96, 128, ...) query heads")
 
 
 def sm_scale(case: dict) -> float:

@@ -16,8 +16,10 @@ index yields out = 0 and lse = -inf):
   one tile overlaps warpgroup 0's scores and softmax of the next.
 - `sparse_mla_fwd_narrow`: for 8-32 heads per GPU (tensor parallelism) and decode. The products
   are transposed (S^T = K Q^T, O^T = V^T P^T), so the wgmma M of 64 is filled by gathered kv rows
-  and the heads are its N (8..32), with no padded heads; the top-k list can be split over CTAs
-  (`splits`), merged by `sparse_mla_combine`, when few queries would leave SMs idle.
+  and the heads are its N (8, 16 or 32), with no padded heads; the top-k list can be split over
+  CTAs (`splits`), merged by `sparse_mla_combine`, when few queries would leave SMs idle.
+
+Heads: any positive multiple of 8 (`SUPPORTED_HEADS`); multiples of 64 may take the wide kernels.
 """
 
 import functools
@@ -29,6 +31,8 @@ from kernels._compile import compile_kernel
 
 LOG2E = 1.4426950408889634
 PASS_CONFIGS = {"tl.enable_fast_math": True}
+HEADS_MULTIPLE = 8  # the narrow kernel's smallest wgmma N (one CTA takes 8, 16 or 32 heads)
+SUPPORTED_HEADS = "a positive multiple of 8 (8, 16, 24, 32, 48, 64, 96, 128, ...)"
 
 
 def sparse_mla_fwd(heads: int = 128, dim: int = 512, tail: int = 64, topk: int = 2048,
@@ -209,7 +213,8 @@ def sparse_mla_fwd_pipelined(heads: int = 128, dim: int = 512, tail: int = 64, t
 def sparse_mla_fwd_narrow(heads: int = 16, dim: int = 512, tail: int = 64, topk: int = 2048,
                           sm_scale: float | None = None, block_H: int = 16, block_I: int = 64,
                           num_stages: int = 2, threads: int = 128, splits: int = 1):
-    """Builder: Q, KV, Indices as `sparse_mla_fwd` (heads a multiple of block_H, block_H in 8..32)
+    """Builder: Q, KV, Indices as `sparse_mla_fwd` (heads a multiple of block_H: 8, 16 or 32; 256
+    threads, two warpgroups that split the heads, only with 32)
     -> Out, Lse when splits == 1, else per-split OPart fp32 [t, splits, heads, dim], LsePart fp32
     [t, splits, heads] (every query gets `splits` CTAs, each a contiguous share of the top-k list)."""
     t, s = T.dynamic("t"), T.dynamic("s")
@@ -230,7 +235,9 @@ def sparse_mla_fwd_narrow(heads: int = 16, dim: int = 512, tail: int = 64, topk:
             q_tail = T.alloc_shared([BH, tail], bf16)
             kv_shared = T.alloc_shared([BI, dim], bf16)
             k_tail = T.alloc_shared([BI, tail], bf16)
-            p_shared = T.alloc_shared([BI, BH], bf16)
+            # P stored K-major ([heads, kv rows]), the B layout wgmma takes for every N: stored
+            # MN-major, an 8-head P is one 16-byte column that TileLang's wgmma lowering rejects.
+            p_shared = T.alloc_shared([BH, BI], bf16)
             alpha = T.alloc_shared([BH], f32)
             valid = T.alloc_fragment([BI], "bool")
             acc_s = T.alloc_fragment([BI, BH], f32)  # S^T: kv rows x heads
@@ -269,8 +276,9 @@ def sparse_mla_fwd_narrow(heads: int = 16, dim: int = 512, tail: int = 64, topk:
                     denom[h] = denom[h] * T.exp2((m_prev[h] - m[h]) * scale) + block_sum[h]
                 for d, h in T.Parallel(dim, BH):
                     acc_o[d, h] = acc_o[d, h] * alpha[h]
-                T.copy(acc_s, p_shared)
-                T.gemm(kv_shared, p_shared, acc_o, transpose_A=True)
+                for i, h in T.Parallel(BI, BH):
+                    p_shared[h, i] = acc_s[i, h]
+                T.gemm(kv_shared, p_shared, acc_o, transpose_A=True, transpose_B=True)
             for h in T.Parallel(BH):  # 1 / denom, and the natural-log lse
                 alpha[h] = T.if_then_else(denom[h] > 0, 1.0 / denom[h], 0)
                 block_sum[h] = T.if_then_else(denom[h] > 0, (T.log2(denom[h]) + m[h] * scale) / LOG2E,
@@ -318,6 +326,7 @@ def sparse_mla_combine(heads: int = 16, dim: int = 512, splits: int = 2, threads
     return main
 
 
+NARROW_BLOCK_H = (8, 16, 32)  # heads per narrow CTA: the wgmma N values its schedules compile and test
 BUILDERS = {"simple": sparse_mla_fwd, "pipelined": sparse_mla_fwd_pipelined, "narrow": sparse_mla_fwd_narrow}
 
 # Schedules a GPU search may pick from (`experiments/sparse_mla.py`), per family; the first of a
@@ -363,6 +372,10 @@ def build(heads: int, d_qk: int, dim_v: int, topk: int, scale: float, params: di
     builder = BUILDERS[params.pop("kernel")]
     if heads % params.get("block_H", 64):
         raise ValueError(f"heads={heads} is not a multiple of block_H={params.get('block_H', 64)}")
+    block_H, threads = params.get("block_H", 16), params.get("threads", 128)
+    if builder is sparse_mla_fwd_narrow and (block_H not in NARROW_BLOCK_H or threads != 128 and block_H != 32):
+        raise ValueError(f"narrow kernel: block_H={block_H}, threads={threads}; it takes block_H 8 or 16 "
+                         f"with 128 threads, 32 with 128 or 256")
     kernel = compile_kernel(builder, heads, dim_v, d_qk - dim_v, topk, scale, pass_configs=PASS_CONFIGS, **params)
     splits = params.get("splits", 1)
     return kernel, (compile_kernel(sparse_mla_combine, heads, dim_v, splits) if splits > 1 else None)
@@ -380,8 +393,8 @@ def validate(q, kv, indices, dim_v: int = 512) -> None:
         raise ValueError(f"indices must be int32 [{t}, 1, topk], got {indices.dtype} {tuple(indices.shape)}")
     if not 0 < dim_v < d_qk:
         raise ValueError(f"d_v={dim_v} must lie inside d_qk={d_qk}")
-    if heads % 8:
-        raise ValueError(f"heads={heads} must be a multiple of 8 (the narrow kernel's smallest wgmma N)")
+    if heads <= 0 or heads % HEADS_MULTIPLE:
+        raise ValueError(f"heads={heads} is not supported: sparse MLA takes {SUPPORTED_HEADS} query heads")
 
 
 def _sm_count(device) -> int:

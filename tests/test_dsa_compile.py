@@ -89,6 +89,100 @@ def test_sparse_mla_schedule_per_shape(heads, t, family, block_H):
         assert 2048 // 64 // knobs["splits"] >= 4
 
 
+MLA_HEADS = (8, 16, 24, 32, 48, 64, 96, 128)  # every head count a user would run: V3.2's 128 and its TP shares
+MLA_TOKENS = (1, 64, 1024, 4096)  # queries (prefill) and sequences (decode, 2 queries each)
+
+
+def _mla_schedules() -> dict:
+    """Every schedule `sparse_mla` picks for the experiment's prefill and decode cases at these head
+    counts and token counts (each search candidate), keyed by its knobs with the top-k split counted
+    as split or not (the count only sets a loop's trip count), mapped to the head counts using it."""
+    from omegaconf import OmegaConf
+
+    pairs = [[t, 65536] for t in MLA_TOKENS]
+    cfg = OmegaConf.create({"heads": list(MLA_HEADS), "prefill": pairs, "decode": pairs, "decode_tokens": 2})
+    found: dict = {}
+    for case in mla_exp.cases(cfg):
+        mla_exp.validate_case(case)
+        family = sparse_mla.schedule_family(case["heads"], case["t"])
+        for choice in range(len(sparse_mla.CANDIDATES[family])):
+            knobs = sparse_mla.sparse_mla_knobs(case["heads"], case["topk"], case["t"], 132, choice)
+            key = tuple(sorted((k, min(v, 2) if k == "splits" else v) for k, v in knobs.items()))
+            entry = found.setdefault(key, {"heads": set(), "splits": 1})
+            entry["heads"].add(case["heads"])
+            entry["splits"] = max(entry["splits"], knobs.get("splits", 1))  # compile the most split one
+    return found
+
+
+def _schedule_id(key) -> str:
+    knobs = dict(key)
+    text = "-".join(f"{k}{'_'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in knobs.items()
+                    if k not in ("kernel", "splits", "block_I", "num_stages"))
+    return f"{knobs['kernel']}-{text or 'default'}" + ("-split" if knobs.get("splits", 1) > 1 else "")
+
+
+MLA_SCHEDULES = _mla_schedules()
+
+
+def test_sparse_mla_every_head_count_has_a_compiled_schedule():
+    """The compile test below covers every accepted head count, and each narrow CTA takes 8, 16 or
+    32 heads (two warpgroups only with 32), the wgmma N values whose layouts compile."""
+    covered = set().union(*(entry["heads"] for entry in MLA_SCHEDULES.values()))
+    assert covered == set(MLA_HEADS)
+    for key in MLA_SCHEDULES:
+        knobs = dict(key)
+        if knobs["kernel"] == "narrow":
+            assert knobs["block_H"] in sparse_mla.NARROW_BLOCK_H
+            assert knobs["threads"] == 128 or knobs["block_H"] == 32
+    per_heads = {h: sparse_mla.sparse_mla_knobs(h, 2048, 1024).get("block_H") for h in MLA_HEADS}
+    assert per_heads == {8: 8, 16: 16, 24: 8, 32: 32, 48: 16, 64: None, 96: 32, 128: None}  # None: wide
+    # the H200 failure (t=1024, 8 heads): one 8-head CTA per query over the whole top-k list
+    assert sparse_mla.sparse_mla_knobs(8, 2048, 1024) == {"kernel": "narrow", "block_I": 64, "num_stages": 2,
+                                                          "threads": 128, "block_H": 8, "splits": 1}
+
+
+@pytest.mark.parametrize("key", list(MLA_SCHEDULES), ids=_schedule_id)
+def test_sparse_mla_schedule_compiles_for_its_head_counts(key):
+    """Each distinct schedule, compiled once (for the fewest heads that use it: 8 heads is the
+    case that failed in TileLang's wgmma lowering, an MN-major P one 16-byte column wide)."""
+    entry, knobs = MLA_SCHEDULES[key], dict(key)
+    if "splits" in knobs:
+        knobs["splits"] = entry["splits"]
+    kernel, combine = sparse_mla.build(min(entry["heads"]), 576, 512, 2048, 576**-0.5, knobs)
+    src = kernel.get_kernel_source()
+    assert "wgmma" in src
+    if knobs["kernel"] == "narrow":  # m64 (gathered kv rows) x n (the heads of one warpgroup) x k16
+        n = knobs["block_H"] // (knobs["threads"] // 128)
+        assert f"kFloat32, 64, {n}, 16," in src
+        assert (combine is not None) == (knobs["splits"] > 1)
+
+
+@pytest.mark.parametrize("heads", [0, 4, 12, 20, 36, 100])
+def test_sparse_mla_refuses_unsupported_head_counts(heads):
+    q = torch.zeros(2, heads, 576, dtype=torch.bfloat16)
+    kv, idx = torch.zeros(9, 1, 576, dtype=torch.bfloat16), torch.zeros(2, 1, 2048, dtype=torch.int32)
+    with pytest.raises(ValueError) as err:
+        sparse_mla.sparse_mla(q, kv, idx)
+    message = str(err.value)
+    assert "\n" not in message and f"heads={heads} " in message
+    assert "multiple of 8" in message and "8, 16, 24, 32, 48, 64, 96, 128" in message
+    case = {"t": 2, "s": 4096, "mode": "prefill", "heads": heads, "d_qk": 576, "d_v": 512, "topk": 2048}
+    with pytest.raises(ValueError, match="multiple of 8 \\(8, 16, 24, 32, 48, 64, 96, 128"):
+        mla_exp.validate_case(case)
+
+
+def test_sparse_mla_accepts_every_supported_head_count():
+    for heads in MLA_HEADS:
+        sparse_mla.validate(torch.zeros(2, heads, 576, dtype=torch.bfloat16), torch.zeros(9, 1, 576, dtype=torch.bfloat16),
+                            torch.zeros(2, 1, 2048, dtype=torch.int32))
+
+
+def test_sparse_mla_build_refuses_untested_narrow_tiles():
+    for block_H, threads in ((24, 128), (16, 256), (8, 256)):
+        with pytest.raises(ValueError, match="narrow kernel"):
+            sparse_mla.build(48, 576, 512, 2048, 0.1, {"kernel": "narrow", "block_H": block_H, "threads": threads})
+
+
 def test_wrappers_refuse_bad_inputs():
     q = torch.zeros(2, 64, 128, dtype=torch.bfloat16)
     k = torch.zeros(8, 128, dtype=torch.float8_e4m3fn)
