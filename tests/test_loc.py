@@ -98,6 +98,10 @@ def test_table_keeps_committed_rows_without_sources():
     stale = build_table([_entry(commit="b" * 40)], None, {"X": old})
     assert stale.loc[0, "status"] == "stale" and pd.isna(stale.loc[0, "code_lines"])
     assert build_table([_entry()], None, {}).loc[0, "status"] == "no source"
+    # As read back from results/loc.csv, an upstream row's empty `function` is NaN, not "": the
+    # committed counts are still kept (they were once all marked stale and blanked).
+    read_back = build_table([_entry()], None, {"X": {**old, "function": float("nan")}})
+    assert read_back.loc[0, "code_lines"] == 7 and read_back.loc[0, "status"] == "ok"
 
 
 def test_table_project_file_missing_is_a_row():

@@ -156,14 +156,19 @@ def upstream_row(entry: dict, sources: Path | None, committed: dict[str, dict]) 
     return _kept_row(row, committed.get(row["implementation"]), reason)
 
 
+def _text(value) -> str:
+    """A cell as text, every kind of empty (None, NaN, "") as ""."""
+    return "" if value is None or value != value else str(value)
+
+
 def _kept_row(row: dict, old: dict | None, reason: str) -> dict:
     """The committed counts, if they were made from the same commit and files."""
     if old is None:
         row.update(status="no source", note=reason)
         return row
-    if (old.get("commit"), old.get("files"), old.get("function")) != (
-        row["commit"], row["files"], row["function"]
-    ):
+    if [_text(old.get(k)) for k in ("commit", "files", "function")] != [
+        _text(row[k]) for k in ("commit", "files", "function")
+    ]:
         row.update(status="stale", note=f"config changed since counted; {reason}")
         return row
     return {column: old.get(column, "") for column in COLUMNS}
