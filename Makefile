@@ -6,6 +6,9 @@ TORCH_SPEC ?= torch>=2.11,<=2.14.1
 # Experiments measured by `make reproduce` on a machine with a GPU.
 EXPERIMENTS ?= membw gemm flash_attention mla_decode dsa_indexer dsa_topk sparse_mla
 RESULTS ?= results
+# `make measure BUDGET=600`: whole seconds for the whole loop; no case starts after them (the one under way
+# ends), later experiments are not started, and the same command resumes. Empty: no limit.
+BUDGET ?=
 LATEXMK ?= latexmk
 # `make reproduce` on a GPU builds the baselines first; BASELINES=0 skips that.
 BASELINES ?= 1
@@ -52,16 +55,29 @@ reproduce: setup  ## on a GPU: make baselines (unless BASELINES=0), measure ever
 	fi
 	$(MAKE) --no-print-directory paper
 
-measure: setup  ## run the experiments' sweeps on every visible GPU (results/<hardware>/<experiment>.csv)
-	@$(PY) -m repro.run.estimate --results $(RESULTS) $(EXPERIMENTS)
-	@start=$$(date +%s); n=$$($(PY) -c "from repro.measure.devices import visible_gpus; print(len(visible_gpus()))"); \
-	for e in $(EXPERIMENTS); do \
+measure: setup  ## run the experiments' sweeps on every visible GPU (results/<hardware>/<experiment>.csv); BUDGET=600: stop after 600 s, rerun to resume
+	@if [ -n "$(BUDGET)" ] && ! [ "$(BUDGET)" -gt 0 ] 2>/dev/null; then \
+	  echo "error: BUDGET=$(BUDGET): a whole number of seconds > 0, e.g. make measure BUDGET=600 (empty: no limit)" >&2; exit 2; fi
+	@$(PY) -m repro.run.estimate --results $(RESULTS) $(if $(BUDGET),--budget $(BUDGET)) $(EXPERIMENTS)
+	@n=$$($(PY) -c "from repro.measure.devices import visible_gpus; print(len(visible_gpus()))"); \
+	start=$$(date +%s); deadline=$(if $(BUDGET),$$((start + $(BUDGET)))); ran=0; \
+	set -- $(EXPERIMENTS); \
+	while [ $$# -gt 0 ]; do e=$$1; budget=; \
+	  if [ -n "$$deadline" ]; then \
+	    left=$$((deadline - $$(date +%s))); [ "$$left" -gt 0 ] || [ "$$ran" -eq 0 ] || break; \
+	    budget="time_budget_s=$$((left > 0 ? left : 1))"; \
+	  fi; \
 	  if [ "$$n" -gt 1 ]; then \
 	    shards=$$($(PY) -c "print(','.join(f'{i}/$$n' for i in range($$n)))"); \
-	    $(PY) run.py -m hydra/launcher=joblib experiment=$$e ++shard=$$shards results_dir=$(RESULTS) || exit $$?; \
-	  else $(PY) run.py experiment=$$e results_dir=$(RESULTS) || exit $$?; fi; \
+	    $(PY) run.py -m hydra/launcher=joblib experiment=$$e ++shard=$$shards results_dir=$(RESULTS) $$budget || exit $$?; \
+	  else $(PY) run.py experiment=$$e results_dir=$(RESULTS) $$budget || exit $$?; fi; \
+	  ran=$$((ran + 1)); shift; \
 	done; \
-	echo "measure: $(words $(EXPERIMENTS)) experiments in $$(( ($$(date +%s) - start) / 60 )) min on $$n GPU(s); per-experiment times in each run's manifest (sweep)"
+	if [ -n "$$deadline" ] && [ "$$(date +%s)" -ge "$$deadline" ]; then \
+	  echo "measure: time budget $(BUDGET) s spent; $$ran of $(words $(EXPERIMENTS)) experiment(s) run$${*:+, not started: $$*} (the last one's line above says what it left, if anything): run \`make measure BUDGET=$(BUDGET)\` again to resume"; \
+	else \
+	  echo "measure: $(words $(EXPERIMENTS)) experiments in $$(( ($$(date +%s) - start) / 60 )) min on $$n GPU(s); per-experiment times in each run's manifest (sweep)"; \
+	fi
 
 figures: setup  ## regenerate paper/figures from results/
 	$(PY) -m repro.report --results $(RESULTS) --out paper --figures-only

@@ -1,7 +1,8 @@
 """The command line: checks the overrides before Hydra runs anything, turns a composed config into
 a run, and every expected failure into one `error:` line with a documented exit code.
 
-    0    done (a dry run: validated and listed)
+    0    done (a dry run: validated and listed); also a run stopped by its `time_budget_s`: the
+         cases it finished are stored, its last line says what is left, the same command resumes
     1    anything else: a job that crashed, a file-system error about a path the user did not choose
     2    a bad override or config value (Hydra-level ones too: an unknown experiment, a misspelt
          key, an unknown config group option, a `+key=` the config does not have), a results_dir

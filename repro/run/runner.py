@@ -43,6 +43,25 @@ class Job:
     launcher: Any = None
 
 
+def _now() -> float:
+    """The clock a time budget reads (tests replace it)."""
+    return time.monotonic()
+
+
+class TimeBudget:
+    """`time_budget_s`: no case starts once `seconds` have passed since `started` (when the run
+    began, so validation, the GPU claim and the schedule search count too). A case under way is
+    never cut, and a run's first case always starts, so every run makes progress however small
+    the budget. `seconds` None: no limit."""
+
+    def __init__(self, seconds: Optional[float] = None, started: Optional[float] = None):
+        self.seconds = seconds
+        self.started = _now() if started is None else started
+
+    def spent(self) -> bool:
+        return self.seconds is not None and _now() - self.started >= self.seconds
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a sweep, carrying the one line that says what was kept and how to resume
     (repro/cli.py prints it and exits 130)."""
@@ -149,6 +168,7 @@ def _reported_rows(exp: Experiment, cfg: DictConfig, run_id: str, hw: dict) -> l
 
 
 def run(cfg: DictConfig) -> int:
+    started = _now()  # `time_budget_s` counts from here
     exp, backends, cases = plan(cfg)
     job, device = current_job(), cfg.get("device", "cuda")
     if job.multirun:
@@ -170,7 +190,8 @@ def run(cfg: DictConfig) -> int:
     # Jobs that may share a node each take a GPU of their own (SLURM already gives them one).
     pin = device == "cuda" and (job.multirun or shard is not None) and "SLURM_JOB_ID" not in os.environ
     with exclusive_gpu(label) if pin else nullcontext():
-        return _sweep(cfg, exp, backends, cases, job, shard, device, label)
+        return _sweep(cfg, exp, backends, cases, job, shard, device, label,
+                      TimeBudget(cfg.get("time_budget_s"), started))
 
 
 def _open_store(cfg, exp, hw, run_id, job: Job, shard) -> ResultsStore:
@@ -191,7 +212,8 @@ def _merge_now(root: Path, experiment: str, label: str) -> None:
         print(f"{label}{line}")
 
 
-def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str) -> int:
+def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str,
+           budget: Optional[TimeBudget] = None) -> int:
     hw = CPU_PROFILE if device == "cpu" else resolve_profile(cfg.hardware.name, detect_device())
     check_results_dir(cfg.results_dir, hw["name"])
     run_id = str(cfg.get("run_id") or new_run_id())
@@ -225,27 +247,46 @@ def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str) 
     print(f"{label}{len(cases) * len(backends) - len(todo)} measured already, {len(todo)} to run "
           f"on {manifest['gpu'].get('name') or device} ({hw['name']}), run {run_id}")
     started, clock = time.perf_counter(), {}
+    budget = budget or TimeBudget()
     try:
-        execute(exp, todo, backends, settings, hw, store, meta, device, search=bool(cfg.get("search", True)),
-                clock=clock)
+        left = execute(exp, todo, backends, settings, hw, store, meta, device, search=bool(cfg.get("search", True)),
+                       clock=clock, budget=budget)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted(store, run_id, len(todo), bool(cfg.get("redo")))) from None
     print_summary(store.df, exp.baseline)
+    cases_todo, cases_left = len({case_key(c) for c, _ in todo}), len({case_key(c) for c, _ in left})
     if todo:  # the sweep's time, as a figure of the run: in its manifest and on the console
-        sweep = {"experiment": exp.name, "wall_s": round(time.perf_counter() - started, 1), "rows": len(todo),
-                 "cases": len({case_key(c) for c, _ in todo}), **{k: round(v, 1) for k, v in sorted(clock.items())}}
+        sweep = {"experiment": exp.name, "wall_s": round(time.perf_counter() - started, 1),
+                 "rows": len(todo) - len(left), "cases": cases_todo - cases_left,
+                 **{k: round(v, 1) for k, v in sorted(clock.items())}}
+        if budget.seconds is not None:  # what a budget left for the next run (0 and 0: it finished)
+            sweep.update(budget_s=budget.seconds, cases_left=cases_left, runs_left=len(left))
         manifest["sweep"] = sweep
         if mf.path_of(root / hw["name"], run_id).exists():
             mf.write(manifest, root / hw["name"], run_id)
         print(f"{label}sweep time {sweep['wall_s']} s for {sweep['rows']} rows: "
-              + ", ".join(f"{k} {v}" for k, v in sweep.items() if k.endswith("_s") and k != "wall_s"))
+              + ", ".join(f"{k} {v}" for k, v in sweep.items() if k in clock))
     if store.path != store.main_path:
         if job.parallel:
             print(f"{label}rows in {store.path.as_posix()}; merged when the sweep ends "
                   "(or by `python -m repro.run.merge`)")
         else:
             _merge_now(root, exp.name, label)
+    if left:
+        print(_budget_spent(label, budget, cases_todo, cases_left, len(left), bool(cfg.get("redo"))))
     return 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _budget_spent(label: str, budget: TimeBudget, cases: int, cases_left: int, runs_left: int, redo: bool) -> str:
+    """The line a run stopped by `time_budget_s` ends with (it exits 0): what is left, how to resume."""
+    again = ("run the same command without redo=true to resume (with it, every case is measured again)" if redo
+             else "run the same command again to resume")
+    return (f"{label}time budget {budget.seconds:g} s spent after {cases - cases_left} of {_plural(cases, 'case')}; "
+            f"{_plural(cases_left, 'case')} ({_plural(runs_left, 'run')}) left: {again}")
 
 
 def _interrupted(store: ResultsStore, run_id: str, todo: int, redo: bool) -> str:
@@ -315,11 +356,12 @@ def _with_intervals(exp, case: dict, results: dict, store) -> dict:
 
 
 def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda", search: bool = True,
-            clock: dict | None = None) -> None:
+            clock: dict | None = None, budget: TimeBudget | None = None) -> list[tuple[dict, str]]:
     """Measure each pending case, its backends' timing trials interleaved: in a sandbox child when
     any of them is untrusted, else here; first, with `search`, the experiment's schedule search.
     `clock` collects where the time went: search_s, gate_s, timing_s, isolated_s (whole cases in
-    a child, where the split is not seen)."""
+    a child, where the split is not seen). With a `budget`, no case after the first starts once it
+    is spent; returns the (case, backend) pairs left unmeasured for that reason (none otherwise)."""
     from tqdm import tqdm
 
     from repro.run.isolate import isolated
@@ -329,14 +371,18 @@ def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda"
     by_case: dict[str, tuple[dict, list[str]]] = {}
     for case, backend in todo:
         by_case.setdefault(case_key(case), (case, []))[1].append(backend)
-    flusher, clock = None, clock if clock is not None else {}
+    flusher, clock, left = None, clock if clock is not None else {}, []
     with _sandbox()(exp.name, settings, hw, device) if any_isolated else nullcontext() as sandbox:
         if exp.prepare and todo and search:
             start = time.perf_counter()
             _prepare(exp, todo, backends, settings, sandbox)
             clock["search_s"] = time.perf_counter() - start
         with tqdm(total=len(todo), desc=exp.name, unit="run", dynamic_ncols=True) as bar:
-            for key, (case, names) in by_case.items():
+            pending = list(by_case.items())
+            for i, (key, (case, names)) in enumerate(pending):
+                if i and budget is not None and budget.spent():  # checked between cases, never within one
+                    left = [(c, n) for _, (c, rest) in pending[i:] for n in rest]
+                    break
                 bar.set_postfix_str(key[:60])
                 # A case with any untrusted backend goes whole to the child, so that its backends'
                 # trials still interleave; trusted ones then cost nothing extra there.
@@ -364,3 +410,4 @@ def execute(exp, todo, backends, settings, hw, store, meta, device: str = "cuda"
                 for name in names:
                     if results[name]["status"] not in ("ok", "skipped"):
                         tqdm.write(f"  {name} {key}: {results[name]['status']}: {results[name].get('error', '')}")
+    return left

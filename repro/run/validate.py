@@ -235,7 +235,7 @@ def _flag(cfg: DictConfig, key: str) -> None:
 
 
 def check_run_keys(cfg: DictConfig) -> None:
-    """The top-level keys of a run: flags, run id, device, shard and where results go."""
+    """The top-level keys of a run: flags, run id, device, shard, time budget and where results go."""
     from repro.run.shard import parse_shard
 
     for key in ("redo", "dry_run", "search"):
@@ -256,8 +256,18 @@ def check_run_keys(cfg: DictConfig) -> None:
     if shard is not None and shard[1] > MAX_SHARDS:
         raise ConfigError(f"shard={_short(cfg.get('shard'))}: at most {MAX_SHARDS} shares (one GPU each), "
                           "e.g. shard=0/8")
+    check_time_budget(cfg.get("time_budget_s"))
     check_results_dir_of(cfg.get("results_dir_of"))
     check_results_dir(cfg.get("results_dir"))
+
+
+def check_time_budget(value) -> None:
+    """`time_budget_s`: null (no limit) or a finite number of seconds > 0 (repro/run/runner.py TimeBudget)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"time_budget_s={_short(value)}: a number of seconds > 0 (no new case starts once "
+                          "they have passed; the same command resumes), or null for no limit, e.g. time_budget_s=600")
 
 
 MAX_SHARDS = 4096
