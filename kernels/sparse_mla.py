@@ -222,8 +222,7 @@ def sparse_mla_fwd_narrow(heads: int = 16, dim: int = 512, tail: int = 64, topk:
     BH, BI, groups = block_H, block_I, heads // block_H
     per_split = -(-(-(-topk // BI)) // splits)  # kv tiles per CTA
     bf16, f32 = "bfloat16", "float32"
-    out_shape = [t, heads, dim] if splits == 1 else [t, splits, heads, dim]
-    out_type = bf16 if splits == 1 else f32
+    out_shape, out_type = ([t, heads, dim], bf16) if splits == 1 else ([t, splits, heads, dim], f32)
 
     @T.prim_func
     def main(Q: T.Tensor([t, heads, dim + tail], bf16), KV: T.Tensor([s, 1, dim + tail], bf16),
@@ -235,17 +234,14 @@ def sparse_mla_fwd_narrow(heads: int = 16, dim: int = 512, tail: int = 64, topk:
             q_tail = T.alloc_shared([BH, tail], bf16)
             kv_shared = T.alloc_shared([BI, dim], bf16)
             k_tail = T.alloc_shared([BI, tail], bf16)
-            # P stored K-major ([heads, kv rows]), the B layout wgmma takes for every N: stored
-            # MN-major, an 8-head P is one 16-byte column that TileLang's wgmma lowering rejects.
-            p_shared = T.alloc_shared([BH, BI], bf16)
+            # 8 heads: P stored K-major ([heads, kv rows]); MN-major, an 8-head P is one 16-byte
+            # column that TileLang's wgmma lowering rejects. 16/32 heads keep the measured layout.
+            p_shared = T.alloc_shared([BH, BI] if BH == 8 else [BI, BH], bf16)
             alpha = T.alloc_shared([BH], f32)
             valid = T.alloc_fragment([BI], "bool")
             acc_s = T.alloc_fragment([BI, BH], f32)  # S^T: kv rows x heads
             acc_o = T.alloc_fragment([dim, BH], f32)  # O^T
-            m = T.alloc_fragment([BH], f32)
-            m_prev = T.alloc_fragment([BH], f32)
-            denom = T.alloc_fragment([BH], f32)
-            block_sum = T.alloc_fragment([BH], f32)
+            m, m_prev, denom, block_sum = (T.alloc_fragment([BH], f32) for _ in range(4))
             T.copy(Q[q_i, h0:h0 + BH, :dim], q_shared)
             T.copy(Q[q_i, h0:h0 + BH, dim:], q_tail)
             T.fill(acc_o, 0)
@@ -276,9 +272,12 @@ def sparse_mla_fwd_narrow(heads: int = 16, dim: int = 512, tail: int = 64, topk:
                     denom[h] = denom[h] * T.exp2((m_prev[h] - m[h]) * scale) + block_sum[h]
                 for d, h in T.Parallel(dim, BH):
                     acc_o[d, h] = acc_o[d, h] * alpha[h]
-                for i, h in T.Parallel(BI, BH):
-                    p_shared[h, i] = acc_s[i, h]
-                T.gemm(kv_shared, p_shared, acc_o, transpose_A=True, transpose_B=True)
+                if BH == 8:
+                    for i, h in T.Parallel(BI, BH):
+                        p_shared[h, i] = acc_s[i, h]
+                else:
+                    T.copy(acc_s, p_shared)
+                T.gemm(kv_shared, p_shared, acc_o, transpose_A=True, transpose_B=BH == 8)
             for h in T.Parallel(BH):  # 1 / denom, and the natural-log lse
                 alpha[h] = T.if_then_else(denom[h] > 0, 1.0 / denom[h], 0)
                 block_sum[h] = T.if_then_else(denom[h] > 0, (T.log2(denom[h]) + m[h] * scale) / LOG2E,
@@ -306,9 +305,7 @@ def sparse_mla_combine(heads: int = 16, dim: int = 512, splits: int = 2, threads
              Out: T.Tensor([t, heads, dim], "bfloat16"), Lse: T.Tensor([t, heads], f32)):
         with T.Kernel(t, heads, threads=threads) as (q_i, h):
             acc = T.alloc_fragment([dim], f32)
-            top = T.alloc_var(f32)
-            total = T.alloc_var(f32)
-            weight = T.alloc_var(f32)
+            top, total, weight = (T.alloc_var(f32) for _ in range(3))
             top = -T.infinity(f32)
             total = 0.0
             for sp in T.serial(splits):
