@@ -75,6 +75,7 @@ def run_entries(entries: list[QuickEntry], results_dir: str, run_id: str, progre
     activate()
     started, hw, manifest, store, sweep = time.perf_counter(), None, None, None, {}
     for entry in entries:
+        activate()  # a baseline whose build finished since the last kernel (a build beside the run)
         cfg = compose(entry, results_dir)
         device = cfg.get("device", "cuda")
         if hw is None:
