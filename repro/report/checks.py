@@ -3,8 +3,10 @@
 The store (repro/results) checks a row against the contract; the report needs more before a number
 reaches a table, a figure or a verdict: figures that can be true (a time, a throughput above zero,
 finite), names that cannot open a new table column or split a claim's cases (printable; backends
-identifiers; cases `key=value,...`), and manifests shaped as repro/results/manifest.py writes them.
-Each check raises StoreError with one line naming the file (and row); the report then writes nothing.
+identifiers; cases `key=value,...`), manifests shaped as repro/results/manifest.py writes them, and
+ok rows gated no more loosely than their experiment defines (the row's `gate` column against
+configs/experiment/<name>.yaml's defaults). Each check raises StoreError with one line naming the
+file (and row); the report then writes nothing.
 """
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ import datetime as dt
 import math
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
 from repro.results import manifest as mf
-from repro.results.store import FIGURES, Status, StoreError
+from repro.results.store import FIGURES, Status, StoreError, case_key, gate_of, looser_gate, parse_case
 
 # Rows whose figures are shown: measured ones and published third-party ones.
 SHOWN = (Status.OK.value, Status.REPORTED.value)
@@ -197,9 +200,68 @@ def check_figures(path: Path) -> None:
                 raise _damaged(path, f"{_where(raw.index.get_loc(i), row.to_dict())}: {problem}")
 
 
+# Gates: an ok row judged more leniently than its experiment defines (configs/bench/default.yaml
+# under configs/experiment/<name>.yaml) is no result of that experiment. Rows from before gates
+# were stored (no `gate`) are not judged here.
+
+@lru_cache(maxsize=None)
+def _default_settings(experiment: str):
+    """The experiment's own bench settings; None for an experiment without a config."""
+    from repro.run.validate import ConfigError, default_settings
+
+    try:
+        return default_settings(experiment)
+    except ConfigError:
+        return None
+
+
+def reference_gate(experiment: str, dtype) -> Optional[str]:
+    """The gate a row of `experiment` should have passed: its dtype's default limits (without a
+    dtype in the case, the loosest the experiment allows any dtype); None with no config."""
+    settings = _default_settings(experiment)
+    if settings is None:
+        return None
+    if dtype is not None and str(dtype) in settings.tolerance:
+        return gate_of(settings, str(dtype))
+    limits: dict = {"trials": int(settings.correctness_trials)}
+    if settings.tolerance:
+        limits["rel_l2"] = max(float(t.rel_l2) for t in settings.tolerance.values())
+        limits["max_abs_rel"] = max(float(t.max_abs_rel) for t in settings.tolerance.values())
+    return case_key(limits)
+
+
+def _gate_problem(row: dict, experiment: str) -> Optional[str]:
+    gate = row.get("gate")
+    if row.get("status") != Status.OK.value or not isinstance(gate, str) or not gate.strip():
+        return None
+    reference = reference_gate(str(row.get("experiment") or experiment),
+                               parse_case(str(row.get("case", ""))).get("dtype"))
+    if reference is None:
+        return None
+    try:
+        looser = looser_gate(gate, reference)
+    except (TypeError, ValueError):
+        return f"gate {ascii(gate)[:80]} is not key=value limits (trials, rel_l2, max_abs_rel)"
+    if looser:
+        return (f"passed a looser gate than the experiment's ({'; '.join(looser)}; its own: {reference}); "
+                "measure it again with the experiment's gate")
+    return None
+
+
+def check_gates(path: Path, frame: pd.DataFrame) -> None:
+    """Every ok row that records its gate, against its experiment's default gate."""
+    if "gate" not in frame:
+        return
+    for i, row in enumerate(frame.to_dict("records")):
+        problem = _gate_problem(row, path.stem)
+        if problem:
+            raise _damaged(path, f"{_where(i, row)}: {problem}")
+
+
 def check_rows(path: Path, frame: pd.DataFrame) -> None:
     check_names(path, frame)
     check_figures(path)
+    check_gates(path, frame)
 
 
 # Manifests.
