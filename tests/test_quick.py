@@ -90,3 +90,20 @@ def test_a_case_that_stopped_passing_is_a_regression():
     scores = score(entries, now, before)
     assert scores[0].regression and "now incorrect" in scores[0].change
     assert "| selftest |" in table(scores)
+
+
+def test_the_report_reads_a_quick_record_as_a_side_table_not_an_experiment(tmp_path):
+    """results/<card>/quick.csv sits beside the sweeps' files: the report loads it aside, so it
+    never becomes an experiment of the ledger, the coverage table or the figures."""
+    import shutil
+    from pathlib import Path
+
+    from repro.report.load import load
+
+    fixtures = Path(__file__).parent / "fixtures" / "results"
+    shutil.copytree(fixtures, tmp_path / "results")
+    assert main(["--selftest", "--results", str(tmp_path / "q")]) == 0
+    shutil.copy(tmp_path / "q" / "cpu" / "quick.csv", tmp_path / "results" / "h100" / "quick.csv")
+    results = load(tmp_path / "results")
+    assert "quick" not in results.experiments and "mla_decode" in results.experiments
+    assert len(results.side["quick"]) == 4

@@ -31,7 +31,7 @@ NUMERIC_COLUMNS = FIGURES
 TEXT_COLUMNS = ("experiment", "case", "backend", "status", "run_id", "error", "source")
 SIDE_TABLES = ("loc", "portability", "scaling")
 # Tables that tools write beside a hardware's experiment files; not experiments.
-HARDWARE_SIDE_TABLES = ("scaling", "isolation")
+HARDWARE_SIDE_TABLES = ("scaling", "isolation", "quick")  # quick: the scoreboard (repro/quick), not a sweep
 
 
 @dataclass
