@@ -178,7 +178,7 @@ def search_schedules(cases_: list[dict]) -> None:
     search(KnobCache("mla_decode"), {key: c for key, (_, c) in groups.items()},
            lambda case: tl_mla.candidates(case["h_q"], case["s_q"]),
            compile_one=lambda c, k: compile_kernel(tl_mla.mla_decode_split_kv, c["h_q"], c["s_q"],
-                                                   TORCH_DTYPES[c["dtype"]], D_QK ** -0.5, **k.builder_args()),
+                                                   TORCH_DTYPES[c["dtype"]], D_QK ** -0.5, **tl_mla.builder_args(k)),
            runner=lambda case, inputs, k, kernel: _tilelang_runner(case, inputs, k),
            make_inputs=lambda case: make_inputs(case, 0, "cuda"), encode=asdict)
 

@@ -22,7 +22,7 @@ import functools
 import math
 from dataclasses import asdict, dataclass
 
-from kernels._compile import compile_kernel
+from kernels._compile import compile_kernel, default_target
 from kernels.mla_common import D_PE, D_V, PAGE, check_mla_inputs, check_mla_plan
 
 D_QK = D_V + D_PE
@@ -48,8 +48,10 @@ class Knobs:
         return {k: v for k, v in asdict(self).items() if k != "ctas_per_sm"}
 
 
-def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads=256):
-    """Attention of one (row tile, piece of a sequence) per CTA."""
+def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads=256, tma_loads=True):
+    """Attention of one (row tile, piece of a sequence) per CTA. tma_loads=False (targets without
+    TMA, e.g. sm_80): the latent K/V tile is a guarded load that writes zeros past the length, as
+    the non-warp-specialized pipeline planner refuses a second write to the tile."""
     import tilelang.language as T
 
     rows, accum, block_H = s_q * h_q, "float32", min(64, s_q * h_q)
@@ -95,7 +97,11 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
             T.fill(m, -1e30)
             for it in T.Pipelined(plan[p, 2] - lo, num_stages=stages):
                 tok = block_table[b, (lo + it) * block_N // PAGE] * PAGE + (lo + it) * block_N % PAGE
-                T.copy(KV[tok:tok + block_N, 0:D_V], KV_s)
+                if tma_loads:
+                    T.copy(KV[tok:tok + block_N, 0:D_V], KV_s)
+                else:
+                    for j, d in T.Parallel(block_N, D_V):
+                        KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV[tok + j, d], 0)
                 T.copy(KV[tok:tok + block_N, D_V:D_QK], Kpe_s)
                 T.gemm(Q_s, KV_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol, clear_accum=True)
                 T.gemm(Qpe_s, Kpe_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol)
@@ -105,8 +111,9 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
                                                  S[r, j], -T.infinity(accum))
                     # Cache rows past the length may hold anything (NaN): zero them for P V. Only
                     # here, where the P tile's own barrier is, not before Q K^T (masked above).
-                    for j, d in T.Parallel(block_N, D_V):
-                        KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV_s[j, d], 0)
+                    if tma_loads:
+                        for j, d in T.Parallel(block_N, D_V):
+                            KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV_s[j, d], 0)
                 T.copy(m, m_prev)
                 T.reduce_max(S, m, dim=1, clear=False)
                 for r in T.Parallel(block_H):
@@ -227,6 +234,15 @@ def target_pieces(h_q: int, s_q: int, knobs: Knobs, sm_count: int | None = None)
     return max(1, (sm_count or _sm_count()) * max(1, knobs.ctas_per_sm) // tiles)
 
 
+def builder_args(knobs: Knobs, target=None) -> dict:
+    """The builder's arguments for the target (default: this device's): without TMA (before
+    Hopper), guarded K/V loads in a one-stage pipeline (two stages do not lower there)."""
+    target = default_target() if target is None else target
+    if isinstance(target, dict) and str(target.get("arch", "")).startswith("sm_9"):
+        return knobs.builder_args()
+    return {**knobs.builder_args(), "tma_loads": False, "stages": 1}
+
+
 def _torch_dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -282,7 +298,7 @@ def mla_decode(q, kv_cache, block_table, cache_seqlens, *, softmax_scale=None, k
             raise ValueError(f"plan workspace {tuple(plan.o_part.shape)} was made for another shape")
     dtype = _torch_dtype_name(q.dtype)
     scale = float(softmax_scale if softmax_scale is not None else d_qk ** -0.5)
-    split_kv = compile_kernel(mla_decode_split_kv, h_q, s_q, dtype, scale, **k.builder_args())
+    split_kv = compile_kernel(mla_decode_split_kv, h_q, s_q, dtype, scale, **builder_args(k))
     out = torch.empty(b, s_q, h_q, D_V, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
     out_rows = out.view(b, rows, D_V)

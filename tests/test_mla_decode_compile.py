@@ -219,6 +219,17 @@ def test_tilelang_split_kernel_compiles_for_hopper(h_q, s_q, dtype, knobs):
         assert "wgmma" in src and "tma_load" in src  # Hopper tensor cores, TMA loads of K/V
 
 
+def test_split_kernel_builds_for_sm80_with_guarded_loads():
+    """Before Hopper (no TMA, no warp specialization) the tile is a guarded load, one stage: the
+    wrapper picks that for the target, and it compiles; Hopper keeps TMA loads."""
+    args = tl_mla.builder_args(tl_mla.Knobs(), {"kind": "cuda", "arch": "sm_80"})
+    assert args["tma_loads"] is False and args["stages"] == 1
+    assert tl_mla.builder_args(tl_mla.Knobs(), HOPPER) == tl_mla.Knobs().builder_args()
+    src = compile_kernel(tl_mla.mla_decode_split_kv, 128, 1, "float16", 576 ** -0.5,
+                         target={"kind": "cuda", "arch": "sm_80"}, **args).get_kernel_source()
+    assert "wgmma" not in src and "tma_load" not in src and "exp2f(" in src
+
+
 def test_tilelang_combine_compiles_for_hopper():
     src = compile_kernel(tl_mla.mla_decode_combine, 128, 1, "bfloat16", target=HOPPER).get_kernel_source()
     assert "exp2f(" in src and "log2f(" in src  # pieces weighted by exp2 of their log2-LSE, natural LSE out
