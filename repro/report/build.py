@@ -129,6 +129,7 @@ def _generate(results: Results, out: Path, figures_only: bool, config_dir: Path)
         return sorted(written)
     tables: list[Path] = []
     for name, spec in specs.items():
+        spec = {"best_of": config.get("best_of", []), **spec}  # an experiment may name its own
         tables += write_experiment(results, name, spec, config.get("subject", "tilelang"), out / "tables", coverage,
                                    config.get("backend_notes", {}))
     tables += write_side_tables(results, config, out / "tables")

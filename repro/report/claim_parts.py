@@ -22,12 +22,33 @@ def filter_cases(rows: pd.DataFrame, where: str | None) -> pd.DataFrame:
         return rows.iloc[0:0]
 
 
-def pair_speedups(rows: pd.DataFrame, backend: str, baselines: list[str]):
-    """(speedups per case, the baseline used, subject rows); speedup = baseline time / backend time."""
+def best_rows(ok: pd.DataFrame, backends: list[str]) -> pd.DataFrame:
+    """Per case, the fastest ok row among `backends` (a tie goes to the one listed first), with the
+    backend that carried the case as `carrier`. A case one of them alone measured uses that one."""
+    cand = ok[ok["backend"].isin(backends) & (ok["median_ms"] > 0)]
+    rank = {b: i for i, b in enumerate(backends)}
+    cand = cand.assign(_rank=cand["backend"].map(rank))
+    best = cand.sort_values(["case", "median_ms", "_rank"], kind="mergesort").drop_duplicates("case", keep="first")
+    return best.drop(columns="_rank").assign(carrier=best["backend"])
+
+
+def subject_rows(rows: pd.DataFrame, backend: str, best_of: list[str] | None = None) -> pd.DataFrame:
+    """The subject's ok rows, one per case: `backend`'s, or per case the fastest of `best_of`."""
+    ok = rows[rows["status"] == "ok"]
+    ok = ok if "trial_ms" in ok else ok.assign(trial_ms="")
+    if best_of:
+        return best_rows(ok, list(best_of))
+    mine = ok[ok["backend"] == backend]
+    return mine.assign(carrier=mine["backend"])
+
+
+def pair_speedups(rows: pd.DataFrame, backend: str, baselines: list[str], best_of: list[str] | None = None):
+    """(speedups per case, the baseline used, subject rows); speedup = baseline time / backend time.
+    With `best_of`, the subject per case is the fastest of those backends (its name in `carrier`)."""
     ok = rows[rows["status"] == "ok"]
     ok = ok if "trial_ms" in ok else ok.assign(trial_ms="")
     cols = ["case", "median_ms", "run_id", "trial_ms"]
-    subject = ok[ok["backend"] == backend][cols]
+    subject = subject_rows(rows, backend, best_of)[cols + ["carrier"]]
     for baseline in baselines:
         base = ok[ok["backend"] == baseline][cols]
         if not base.empty:
@@ -38,12 +59,21 @@ def pair_speedups(rows: pd.DataFrame, backend: str, baselines: list[str]):
     return subject.iloc[0:0].assign(speedup=[]), None
 
 
-def _missing_reason(rows: pd.DataFrame, backend: str, baselines: list[str], hw: str) -> str:
+def carried_by(paired: pd.DataFrame, best_of: list[str]) -> str:
+    """'tilelang 30 cases, tilelang_upstream 8 cases': which implementation carried how many cases."""
+    counts = paired["carrier"].value_counts()
+    return ", ".join(f"{b} {int(counts.get(b, 0))} case{'' if counts.get(b, 0) == 1 else 's'}" for b in best_of)
+
+
+def _missing_reason(rows: pd.DataFrame, backend: str, baselines: list[str], hw: str,
+                    best_of: list[str] | None = None) -> str:
     parts = []
-    for name in [backend] + baselines:
+    subjects = list(best_of) if best_of else [backend]
+    for name in subjects + baselines:
         mine = rows[rows["backend"] == name]
         parts.append(f"{name}: {status_counts(mine)}")
-    return f"{hw}: no case measured by both {backend} and {' or '.join(baselines)} ({'; '.join(parts)})"
+    who = " or ".join(subjects)
+    return f"{hw}: no case measured by both {who} and {' or '.join(baselines)} ({'; '.join(parts)})"
 
 
 def _grouped(paired: pd.DataFrame, rows: pd.DataFrame, part: dict) -> tuple[list[str], list[str]]:
@@ -54,21 +84,60 @@ def _grouped(paired: pd.DataFrame, rows: pd.DataFrame, part: dict) -> tuple[list
     params = rows.drop_duplicates("case").set_index("case")[keys]
     joined = paired.join(params, on="case")
     holding, lines = [], []
+    others = [b for b in as_list(part.get("best_of")) if b != part.get("backend", "tilelang")]
     for values, group in joined.groupby(keys, sort=True):
         value = statistic(group["speedup"], part.get("statistic", "geomean"))
         label = label_of(keys, values)
-        lines.append(f"{label}: {value:.2f}x over {len(group)} cases")
+        carried = [f"{b} carries {n}" for b in others if (n := int((group["carrier"] == b).sum()))]
+        lines.append(f"{label}: {value:.2f}x over {len(group)} cases" + (f" ({', '.join(carried)})" if carried else ""))
         if value >= float(part["supported"]):
             holding.append(label)
     return holding, lines
 
 
+def _own_line(rows: pd.DataFrame, part: dict, used: str, stat_name: str) -> str:
+    """Our kernel's own ratio, beside the best-of figure: '; tilelang alone: geomean 1.10x over 28 cases'."""
+    backend = part.get("backend", "tilelang")
+    own, _ = pair_speedups(rows, backend, [used])
+    if own.empty:
+        return f"; {backend} alone: no case measured ok beside {used}"
+    return (f"; {backend} alone: {stat_name} {statistic(own['speedup'], stat_name):.2f}x over {len(own)} cases "
+            f"(min {own['speedup'].min():.2f}x, max {own['speedup'].max():.2f}x)")
+
+
+def _best_of_details(rows: pd.DataFrame, part: dict, best_of: list[str]) -> tuple[list[str], bool]:
+    """Lines on the implementations that were not ok, and whether a case in scope has no correct
+    TileLang implementation at all (an incorrect one and no ok one: that caps the verdict)."""
+    backend = part.get("backend", "tilelang")
+    lines, capped = [], False
+    mine = rows[rows["backend"].isin(best_of)]
+    for other in best_of:
+        theirs = mine[mine["backend"] == other]
+        rest = " and ".join(b for b in best_of if b != other)
+        if not (theirs["status"] == "ok").any():
+            lines.append(f"{other} has no measured rows here ({status_counts(theirs)}): {rest} carr"
+                         f"{'ies' if len(best_of) == 2 else 'y'} every case")
+        elif (theirs["status"] != "ok").any():
+            lines.append(f"{other}: {status_counts(theirs)}; a case it did not measure ok is carried by another "
+                         "implementation")
+    wrong = mine[(mine["status"] == "incorrect") & (mine["backend"] != backend)]
+    ok_cases = set(mine.loc[mine["status"] == "ok", "case"])
+    unfixed = sorted(set(wrong["case"]) - ok_cases)
+    if len(wrong):
+        lines.append(f"{len(wrong)} {', '.join(sorted(set(wrong['backend'])))} cases fail the correctness gate and "
+                     "are excluded" + (f"; {len(unfixed)} of them have no correct TileLang implementation"
+                                       if unfixed else ""))
+        capped = bool(unfixed)
+    return lines, capped
+
+
 def _speedup_on(rows: pd.DataFrame, hw: str, part: dict, coverage: dict) -> PartResult:
     backend, baselines = part.get("backend", "tilelang"), as_list(part.get("baseline"))
+    best_of = as_list(part.get("best_of")) or None
     stat_name, threshold = part.get("statistic", "geomean"), float(part["supported"])
-    paired, used = pair_speedups(rows, backend, baselines)
+    paired, used = pair_speedups(rows, backend, baselines, best_of)
     if paired.empty:
-        return PartResult(part["name"], NOT_MEASURED, "", [_missing_reason(rows, backend, baselines, hw)]
+        return PartResult(part["name"], NOT_MEASURED, "", [_missing_reason(rows, backend, baselines, hw, best_of)]
                           + coverage_lines(part, hw, coverage))
     value = statistic(paired["speedup"], stat_name)
     verdict = grade(value, threshold, part.get("partly"))
@@ -81,9 +150,11 @@ def _speedup_on(rows: pd.DataFrame, hw: str, part: dict, coverage: dict) -> Part
         verdict = lower(verdict, PARTLY)
     stand_in = used in as_list(part.get("stand_in"))
     ci = f" [95% interval {interval[0]:.2f}–{interval[1]:.2f}x]" if interval else ""
+    who = (f", the faster of {' and '.join(best_of)} per case (carried by: {carried_by(paired, best_of)})"
+           if best_of else "")
     numbers = (f"{hw}: {stat_name} {value:.2f}x{ci} vs {used}{' (a stand-in)' if stand_in else ''} over "
-               f"{len(paired)} cases (min {paired['speedup'].min():.2f}x, max {paired['speedup'].max():.2f}x; "
-               f"needs ≥ {threshold:.2f}x)")
+               f"{len(paired)} cases{who} (min {paired['speedup'].min():.2f}x, max {paired['speedup'].max():.2f}x; "
+               f"needs ≥ {threshold:.2f}x)" + (_own_line(rows, part, used, stat_name) if best_of else ""))
     details = [rule_text(part, used)] + card_lines(part, hw)
     if noise:
         details.append(f"the 95% interval of the {stat_name}, {interval[0]:.2f}–{interval[1]:.2f}x from paired "
@@ -103,13 +174,19 @@ def _speedup_on(rows: pd.DataFrame, hw: str, part: dict, coverage: dict) -> Part
         details.append(f"holds for {', '.join(holding)}"
                        + (f" (beside an overall {verdict})" if verdict == NOT_SUPPORTED else ""))
     details += group_lines + context_lines(rows, part, hw) + coverage_lines(part, hw, coverage)
+    if best_of:
+        lines, capped = _best_of_details(rows, part, best_of)
+        details += lines
+        if capped:
+            verdict = lower(verdict, PARTLY)
     wrong = rows[(rows["backend"] == backend) & (rows["status"] == "incorrect")]
     if len(wrong):
         details.append(f"{len(wrong)} {backend} cases fail the correctness gate and are excluded")
         verdict = lower(verdict, PARTLY)
     runs = sorted(set(paired["run_id"]) | set(paired["run_id_base"]))
+    carriers = (f"; {carried_by(paired, best_of)}" if best_of and (paired["carrier"] != backend).any() else "")
     brief = (f"{value:.2f}x vs {used}{' (stand-in)' if stand_in else ''} ({stat_name} of {len(paired)}; "
-             f"{paired['speedup'].min():.2f}–{paired['speedup'].max():.2f}x)")
+             f"{paired['speedup'].min():.2f}–{paired['speedup'].max():.2f}x{carriers})")
     return PartResult(part["name"], verdict, numbers, details, runs, brief=brief)
 
 

@@ -102,6 +102,10 @@ def _one_figure(results, name, spec, hw, fig_spec, split, values, rows, params, 
     style.save(fig, stem)
     marks = ("measured: solid lines, filled markers; reported by others: dashed lines, hollow markers" if lines
              else "measured: filled bars; reported by others: hollow dashed bars")
+    ours = rows[(rows["status"] == "ok") & rows["backend"].isin(style.TILELANG_FIRST)]["backend"]
+    if set(style.TILELANG_FIRST) <= set(ours):
+        marks += ("; two TileLang " + ("lines" if lines else "bars per case")
+                  + ": this suite's kernel (tilelang) and TileLang's own published example (tilelang_upstream)")
     if annotated(fig_spec):
         marks += (f"; numbers above the bars: {' and '.join(annotated(fig_spec))}'s time / "
                   f"{spec.get('subject', 'tilelang')}'s time")

@@ -19,6 +19,7 @@ from repro.results.store import measured_backend  # noqa: E402
 # Fixed per backend across all figures (Okabe-Ito-like, colour-blind safe first).
 BACKEND_COLORS = {
     "tilelang": "#D55E00",
+    "tilelang_upstream": "#F4A582",  # TileLang's own published example: the subject's hue, lighter
     "cublas": "#0072B2",
     "hipblaslt": "#56B4E9",
     "fa2": "#009E73",
@@ -35,7 +36,7 @@ BACKEND_COLORS = {
 }
 # Extra hues for backends not listed above, picked by a stable hash of the name.
 _SPARE = ["#E69F00", "#44AA99", "#6699CC", "#DDCC77", "#117799", "#994455", "#777711", "#225555"]
-MARKERS = {"tilelang": "o", "triton": "s", "fa2": "^", "sdpa_flash": "v", "fa3": "D", "cudnn": "P",
+MARKERS = {"tilelang": "o", "tilelang_upstream": "h", "triton": "s", "fa2": "^", "sdpa_flash": "v", "fa3": "D", "cudnn": "P",
            "cublas": "D", "flash_mla": "D", "flashinfer": "^", "torch": "X"}
 PNG_DPI = 150
 PDF_METADATA = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
@@ -53,10 +54,15 @@ def marker(backend: str) -> str:
     return MARKERS.get(measured_backend(backend), "o")
 
 
+TILELANG_FIRST = ("tilelang", "tilelang_upstream")  # ours, then TileLang's published example beside it
+
+
 def order(backends) -> list[str]:
-    """TileLang first (the subject), then the others alphabetically: the same legend order everywhere."""
+    """TileLang first (the subject, then TileLang's own example beside it), then the others
+    alphabetically: the same legend order everywhere."""
     names = sorted(set(backends))
-    return sorted(names, key=lambda b: (b != "tilelang", b))
+    rank = {b: i for i, b in enumerate(TILELANG_FIRST)}
+    return sorted(names, key=lambda b: (rank.get(b, len(rank)), b))
 
 
 def line_style(backend: str, reported: bool = False, label: str | None = None) -> dict:
