@@ -115,6 +115,7 @@ def test_a_skipped_upstream_uses_ours(tmp_path):
     assert f"geomean {_geomean([1.25, 2.0]):.2f}x vs cublas over 2 cases" in part.numbers
     assert "carried by: tilelang 2 cases, tilelang_upstream 0 cases" in part.numbers
     assert any("tilelang_upstream has no measured rows here (2 skipped)" in d for d in part.details)
+    assert "tilelang alone: the same, as it carries every case" in part.numbers
     assert part.verdict == V.SUPPORTED  # 1.58x, ours alone
 
 

@@ -72,7 +72,7 @@ def _missing_reason(rows: pd.DataFrame, backend: str, baselines: list[str], hw: 
     for name in subjects + baselines:
         mine = rows[rows["backend"] == name]
         parts.append(f"{name}: {status_counts(mine)}")
-    who = " or ".join(subjects)
+    who = subjects[0] if len(subjects) == 1 else f"any of {', '.join(subjects)}"
     return f"{hw}: no case measured by both {who} and {' or '.join(baselines)} ({'; '.join(parts)})"
 
 
@@ -99,6 +99,9 @@ def _own_line(rows: pd.DataFrame, part: dict, used: str, stat_name: str) -> str:
     """Our kernel's own ratio, beside the best-of figure: '; tilelang alone: geomean 1.10x over 28 cases'."""
     backend = part.get("backend", "tilelang")
     own, _ = pair_speedups(rows, backend, [used])
+    best, _ = pair_speedups(rows, backend, [used], as_list(part.get("best_of")))
+    if not own.empty and (best["carrier"] == backend).all() and len(own) == len(best):
+        return f"; {backend} alone: the same, as it carries every case"
     if own.empty:
         return f"; {backend} alone: no case measured ok beside {used}"
     return (f"; {backend} alone: {stat_name} {statistic(own['speedup'], stat_name):.2f}x over {len(own)} cases "
@@ -115,7 +118,8 @@ def _best_of_details(rows: pd.DataFrame, part: dict, best_of: list[str]) -> tupl
         theirs = mine[mine["backend"] == other]
         rest = " and ".join(b for b in best_of if b != other)
         if not (theirs["status"] == "ok").any():
-            lines.append(f"{other} has no measured rows here ({status_counts(theirs)}): {rest} carr"
+            counts = f" ({status_counts(theirs)})" if len(theirs) else ""
+            lines.append(f"{other} has no measured rows here{counts}: {rest} carr"
                          f"{'ies' if len(best_of) == 2 else 'y'} every case")
         elif (theirs["status"] != "ok").any():
             lines.append(f"{other}: {status_counts(theirs)}; a case it did not measure ok is carried by another "
