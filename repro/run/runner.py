@@ -290,8 +290,14 @@ def _budget_spent(label: str, budget: TimeBudget, cases: int, cases_left: int, r
 
 
 def _interrupted(store: ResultsStore, run_id: str, todo: int, redo: bool) -> str:
-    """The line a Ctrl-C ends a sweep with: the rows this run stored, where, and how to resume."""
-    df = store.df
+    """The line a Ctrl-C ends a sweep with: the rows this run stored, where, and how to resume.
+    Counted from the file itself: a Ctrl-C during a write leaves the store's frame one write ahead."""
+    from repro.results.store import read_results
+
+    try:
+        df = read_results(store.path) if store.path.exists() else store.df.iloc[0:0]
+    except Exception:  # a file that cannot be read back: say what the store last held
+        df = store.df
     kept = 0 if df.empty else int(((df["run_id"] == run_id) & (df["status"] != Status.REPORTED)).sum())
     again = ("run the same command without redo=true to resume (with it, every row is measured again)" if redo
              else "run the same command again to resume: rows already stored are skipped")
