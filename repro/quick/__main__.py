@@ -6,9 +6,10 @@
     python -m repro.quick --table               # the table of the stored record, nothing measured
     python -m repro.quick --selftest            # the same path on the CPU (the harness self-test)
 
-The previous record is the card's quick.csv as last committed (git; with --table, the commit before
---against), else as it was before this run; --previous names a file instead. Exit codes: 0 done; 2 a bad option or quick.yaml; 3 no usable device; 4 a damaged results
-file; 5 a regression with --fail-on-regression.
+The previous record is the card's quick.csv as last committed (git; with --table, the last
+committed record other than the one shown, or --against REV), else as it was before this run;
+--previous names a file instead. Exit codes: 0 done; 2 a bad option or quick.yaml; 3 no usable
+device; 4 a damaged results file; 5 a regression with --fail-on-regression.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def parse_args(argv):
     p.add_argument("--fail-on-regression", action="store_true", help="exit 5 when any case regressed")
     p.add_argument("--table", action="store_true", help="print the stored record's table; measure nothing")
     p.add_argument("--card", default=None, help="with --table: the card folder (default: the only one with a quick.csv)")
-    p.add_argument("--against", default="HEAD", help="git revision of the previous record (default HEAD)")
+    p.add_argument("--against", default=None, help="git revision of the previous record (default: the last "
+                   "committed record other than the one in the working tree)")
     p.add_argument("--previous", default=None, help="a quick.csv to compare against instead of git's")
     p.add_argument("--selftest", action="store_true", help="the CPU self-test through the same path")
     p.add_argument("--run-id", default=None)
@@ -64,6 +66,21 @@ def committed_rows(path: Path, rev: str) -> list[dict] | None:
         copy = Path(tmp) / "quick.csv"
         copy.write_bytes(text)
         return read_rows(copy)
+
+
+def previous_revision(path: Path) -> str:
+    """The commit holding the record before the one in the working tree: HEAD when the file has
+    changed since (a new record not yet committed), else the commit before the file's last change."""
+    try:
+        rel = path.resolve().relative_to(ROOT).as_posix()
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", rel], cwd=ROOT, timeout=20).returncode
+        if changed:
+            return "HEAD"
+        log = subprocess.run(["git", "log", "-n", "2", "--format=%H", "--", rel], cwd=ROOT, capture_output=True,
+                             text=True, timeout=20, check=True).stdout.split()
+    except (ValueError, OSError, subprocess.SubprocessError):
+        return "HEAD"
+    return log[1] if len(log) > 1 else f"{log[0]}~1" if log else "HEAD"
 
 
 def _card_folder(results: Path, card: str | None) -> Path:
@@ -104,7 +121,7 @@ def main(argv=None) -> int:
             folder = _card_folder(results, args.card)
             path = folder / f"{QUICK}.csv"
             previous = (read_rows(Path(args.previous)) if args.previous else
-                        committed_rows(path, f"{args.against}~1" if args.against == "HEAD" else args.against) or [])
+                        committed_rows(path, args.against or previous_revision(path)) or [])
             regressed = show(entries, read_rows(path), previous, knobs["min_drop"])
             return EXIT_REGRESSION if regressed and args.fail_on_regression else 0
         return _measure(args, entries, knobs, results, run_entries, estimate)
@@ -146,7 +163,7 @@ def _measure(args, entries, knobs, results: Path, run_entries, estimate) -> int:
     except HardwareError as exc:
         return _error(str(exc), EXIT_NO_DEVICE)
     path = results / info["hardware"] / "quick.csv"
-    previous = read_rows(Path(args.previous)) if args.previous else committed_rows(path, args.against)
+    previous = read_rows(Path(args.previous)) if args.previous else committed_rows(path, args.against or "HEAD")
     if previous is None:
         previous = before.get(info["hardware"], [])
     regressed = show(entries, read_rows(path), previous, knobs["min_drop"])
