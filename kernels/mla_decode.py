@@ -258,6 +258,7 @@ class Plan:
     knobs: Knobs
     o_part: object  # fp32 [slots, rows, 512]
     lse_part: object  # fp32 [slots, rows]
+    args: dict  # the builder's schedule arguments for this device (builder_args), chosen once
 
 
 def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None, ctas: int | None = None) -> Plan:
@@ -271,7 +272,7 @@ def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None, cta
     slots = slots if cut else 1  # nothing cut: no partial outputs, a one-slot placeholder
     return Plan(pieces.to(dev), seq_slot.to(dev), cut, k,
                 torch.empty(slots, s_q * h_q, D_V, dtype=torch.float32, device=dev),
-                torch.empty(slots, s_q * h_q, dtype=torch.float32, device=dev))
+                torch.empty(slots, s_q * h_q, dtype=torch.float32, device=dev), builder_args(k))
 
 
 def mla_decode(q, kv_cache, block_table, cache_seqlens, *, softmax_scale=None, knobs=None,
@@ -298,7 +299,7 @@ def mla_decode(q, kv_cache, block_table, cache_seqlens, *, softmax_scale=None, k
             raise ValueError(f"plan workspace {tuple(plan.o_part.shape)} was made for another shape")
     dtype = _torch_dtype_name(q.dtype)
     scale = float(softmax_scale if softmax_scale is not None else d_qk ** -0.5)
-    split_kv = compile_kernel(mla_decode_split_kv, h_q, s_q, dtype, scale, **builder_args(k))
+    split_kv = compile_kernel(mla_decode_split_kv, h_q, s_q, dtype, scale, **plan.args)
     out = torch.empty(b, s_q, h_q, D_V, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
     out_rows = out.view(b, rows, D_V)

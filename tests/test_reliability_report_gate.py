@@ -15,13 +15,10 @@ import pytest
 from repro.report import build
 from repro.report.__main__ import main
 from repro.report.load import load
+from tests.helpers import tree_files
 
 RUN = "run-a"
 STRICT = "max_abs_rel=0.05,rel_l2=0.01,trials=3"  # GEMM's own bf16 gate
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _results(root: Path, gates: dict[int, str], status: str = "ok", case: str = "M={m},dtype=bf16") -> Path:
@@ -57,7 +54,7 @@ def test_a_row_gated_more_loosely_is_refused(tmp_path, capsys, monkeypatch, gate
     err = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(err) == 1 and "results/h100/gemm.csv: row 4 ('M=4096,dtype=bf16', 'tilelang')" in err[0]
     assert "looser gate" in err[0] and says in err[0] and "paper was left as it was" in err[0]
-    assert _files(out) == {"README.md": b"the paper as it was\n"}
+    assert tree_files(out) == {"README.md": b"the paper as it was\n"}
 
 
 def test_rows_gated_as_strictly_or_more_pass(tmp_path):

@@ -16,6 +16,7 @@ from repro.report import build
 from repro.report.__main__ import main
 from repro.report.load import load
 from repro.results.store import StoreError
+from tests.helpers import tree_files
 
 RUN = "run-a"
 
@@ -27,10 +28,6 @@ def _checks():
     return checks
 FIELDS = ["experiment", "case", "backend", "status", "median_ms", "tflops", "gbps", "rel_l2", "run_id", "M",
           "dtype"]
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _row(m: int, dtype: str, backend: str, ms: float, status: str = "ok", **figures) -> dict:
@@ -73,7 +70,7 @@ def _old_paper(root: Path) -> tuple[Path, dict[str, bytes]]:
     (out / "tables").mkdir(parents=True)
     (out / "README.md").write_text("the paper as it was\n")
     (out / "tables" / "gemm.md").write_text("| old |\n")
-    return out, _files(out)
+    return out, tree_files(out)
 
 
 @pytest.fixture
@@ -92,7 +89,7 @@ def _refused(capsys, root: Path, results: Path, says: str) -> str:
     assert code == 4, captured
     assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
     assert "paper was left as it was" in err[0]
-    assert _files(out) == before
+    assert tree_files(out) == before
     assert sorted(p.name for p in root.iterdir()) == names  # no build folder left behind
     return err[0]
 

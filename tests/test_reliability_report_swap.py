@@ -21,6 +21,7 @@ import pytest
 
 from repro.report import build
 from repro.report.__main__ import main
+from tests.helpers import tree_files
 
 RUN = "run-a"
 
@@ -30,10 +31,6 @@ def _publish():
     from repro.report import publish
 
     return publish
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _results(base: Path) -> Path:
@@ -59,7 +56,7 @@ def _old_paper(base: Path) -> dict[str, bytes]:
     (out / "main.tex").write_text("hand-written\n")
     (out / "tables" / "gemm.md").write_text("| old |\n")
     (out / "figures" / "gemm-h100.png").write_bytes(b"an old figure")
-    return _files(out)
+    return tree_files(out)
 
 
 @pytest.fixture
@@ -254,7 +251,7 @@ def versions(tmp_path_factory) -> tuple[dict[str, bytes], dict[str, bytes]]:
     _results(base)
     done = _run(base, "never")
     assert done.returncode == 0, done.stderr
-    new = _files(base / "paper")
+    new = tree_files(base / "paper")
     assert new != old and new["main.tex"] == b"hand-written\n"
     return old, new
 
@@ -271,12 +268,12 @@ def _after_kill(base: Path, versions, expect: str) -> None:
         assert not paper.exists()
         _publish().recover(paper)
         expect = "old"
-    assert _files(paper) == {"old": old, "new": new}[expect]
+    assert tree_files(paper) == {"old": old, "new": new}[expect]
     notes = _publish().recover(paper)
-    assert _files(paper) == {"old": old, "new": new}[expect]  # recovery never makes it worse
+    assert tree_files(paper) == {"old": old, "new": new}[expect]  # recovery never makes it worse
     assert _left(base) == ["paper", "results"], notes
     assert main(["--results", str(base / "results"), "--out", str(paper)]) == 0  # the next run (quick)
-    assert _files(paper) == new and _left(base) == ["paper", "results"]
+    assert tree_files(paper) == new and _left(base) == ["paper", "results"]
 
 
 # 6. A kill at each step of the swap.
@@ -310,7 +307,7 @@ def test_the_next_run_recovers_without_help(tmp_path, versions):
     done = _run(tmp_path, "never")  # no separate recovery: the run itself puts the old one back first
     assert done.returncode == 0, done.stderr
     assert "restored from .paper.old-" in done.stderr
-    assert _files(tmp_path / "paper") == versions[1] and _left(tmp_path) == ["paper", "results"]
+    assert tree_files(tmp_path / "paper") == versions[1] and _left(tmp_path) == ["paper", "results"]
 
 
 def test_a_kill_before_a_first_report_is_in_place_leaves_none(tmp_path):
@@ -325,7 +322,7 @@ def test_a_kill_after_a_first_report_is_in_place_leaves_it_whole(tmp_path, versi
     _results(tmp_path)
     assert _run(tmp_path, "renamed").returncode == 99
     generated = {k: v for k, v in versions[1].items() if k != "main.tex"}  # the only hand-written file
-    assert _files(tmp_path / "paper") == generated and _left(tmp_path) == ["paper", "results"]
+    assert tree_files(tmp_path / "paper") == generated and _left(tmp_path) == ["paper", "results"]
 
 
 # 7. Ctrl-C: one line, exit 130, paper/ as it was.
@@ -338,7 +335,7 @@ def test_ctrl_c_during_the_report_leaves_the_paper_as_it_was(tmp_path, versions,
     err = [line for line in done.stderr.splitlines() if line]
     assert done.returncode == 130, done.stderr
     assert err == [f"error: interrupted; {tmp_path / 'paper'} was left as it was"]
-    assert _files(tmp_path / "paper") == versions[0] and _left(tmp_path) == ["paper", "results"]
+    assert tree_files(tmp_path / "paper") == versions[0] and _left(tmp_path) == ["paper", "results"]
 
 
 @pytest.mark.parametrize("mode", ["exchange", "fallback"])
@@ -349,7 +346,7 @@ def test_ctrl_c_during_the_swap_lets_it_finish(tmp_path, versions, mode):
     err = [line for line in done.stderr.splitlines() if line]
     assert done.returncode == 130, done.stderr
     assert len(err) == 1 and "interrupted during the final swap" in err[0]
-    assert _files(tmp_path / "paper") == versions[1] and _left(tmp_path) == ["paper", "results"]
+    assert tree_files(tmp_path / "paper") == versions[1] and _left(tmp_path) == ["paper", "results"]
 
 
 def test_ctrl_c_in_process_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
@@ -366,4 +363,4 @@ def test_ctrl_c_in_process_is_one_line_and_exit_130(tmp_path, capsys, monkeypatc
         pytest.fail("Ctrl-C escaped the report as a traceback")
     assert code == 130
     assert _errors(capsys) == [f"error: interrupted; {tmp_path / 'paper'} was left as it was"]
-    assert _files(tmp_path / "paper") == before and _left(tmp_path) == ["paper", "results"]
+    assert tree_files(tmp_path / "paper") == before and _left(tmp_path) == ["paper", "results"]

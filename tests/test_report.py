@@ -11,13 +11,10 @@ from repro.report import claims as ledger
 from repro.report import verdicts as V
 from repro.report.build import generate
 from repro.report.load import load
+from tests.helpers import tree_files
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results"
 RUN = "run-a"
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +25,7 @@ def paper(tmp_path_factory) -> Path:
 
 
 def test_writes_every_output(paper):
-    names = set(_files(paper))
+    names = set(tree_files(paper))
     for name in ("README.md", "claims.md", "claims.tex", "environment.md", "environment.tex",
                  "tables/all.tex", "figures/all.tex", "tables/loc.md", "tables/portability.md"):
         assert name in names, name
@@ -42,7 +39,7 @@ def test_writes_every_output(paper):
 def test_regeneration_is_byte_identical(paper, tmp_path):
     again = tmp_path / "paper"  # same depth below a temp folder: relative links are the same too
     generate(FIXTURE, again)
-    first, second = _files(paper), _files(again)
+    first, second = tree_files(paper), tree_files(again)
     assert sorted(first) == sorted(second)
     assert [n for n in first if first[n] != second[n]] == []
 
@@ -223,7 +220,7 @@ def test_figures_only_writes_no_tables(tmp_path):
     from repro.report.__main__ import main
 
     assert main(["--results", str(FIXTURE), "--out", str(tmp_path / "paper"), "--figures-only"]) == 0
-    written = _files(tmp_path / "paper")
+    written = tree_files(tmp_path / "paper")
     assert "figures/gemm-h100.png" in written and "figures/all.tex" in written
     assert not any(name.startswith("tables/") or name == "claims.md" for name in written)
 
@@ -264,7 +261,7 @@ def _old_paper(root: Path) -> tuple[Path, dict[str, bytes]]:
     (out / "tables" / "gemm.md").write_text("| old |\n")
     (out / "figures").mkdir()
     (out / "figures" / "gemm-h100.png").write_bytes(b"an old figure")
-    return out, _files(out)
+    return out, tree_files(out)
 
 
 def _report(capsys, results: Path, out: Path, *extra: str) -> tuple[int, list[str]]:
@@ -313,7 +310,7 @@ def test_unreadable_results_leave_the_paper_as_it_was(tmp_path, capsys, damage, 
     code, err = _report(capsys, results, out)
     assert code == 4
     assert len(err) == 1 and err[0].startswith("error: ") and says in err[0]
-    assert _files(out) == before
+    assert tree_files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["paper", *(["results"] if results.exists() else [])])
 
 
@@ -338,7 +335,7 @@ def test_a_build_that_fails_midway_leaves_the_paper_as_it_was(tmp_path, monkeypa
     monkeypatch.setattr(build, "figures_index", boom)
     with pytest.raises(RuntimeError):
         generate(results, out, figures_only=True)
-    assert _files(out) == before
+    assert tree_files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["paper", "results"]  # no half-built folder left
 
 
