@@ -67,10 +67,11 @@ measure: setup  ## run the experiments' sweeps on every visible GPU (results/<ha
 	    left=$$((deadline - $$(date +%s))); [ "$$left" -gt 0 ] || [ "$$ran" -eq 0 ] || break; \
 	    budget="time_budget_s=$$((left > 0 ? left : 1))"; \
 	  fi; \
+	  use=; [ "$$e" != flash_attention_bwd ] || use=fa3_bwd,fa2_bwd; \
 	  if [ "$$n" -gt 1 ]; then \
 	    shards=$$($(PY) -c "print(','.join(f'{i}/$$n' for i in range($$n)))"); \
-	    $(PY) run.py -m hydra/launcher=joblib experiment=$$e ++shard=$$shards results_dir=$(RESULTS) $$budget || exit $$?; \
-	  else $(PY) run.py experiment=$$e results_dir=$(RESULTS) $$budget || exit $$?; fi; \
+	    REPRO_BASELINES_USE=$${REPRO_BASELINES_USE:-$$use} $(PY) run.py -m hydra/launcher=joblib experiment=$$e ++shard=$$shards results_dir=$(RESULTS) $$budget || exit $$?; \
+	  else REPRO_BASELINES_USE=$${REPRO_BASELINES_USE:-$$use} $(PY) run.py experiment=$$e results_dir=$(RESULTS) $$budget || exit $$?; fi; \
 	  ran=$$((ran + 1)); shift; \
 	done; \
 	if [ -n "$$deadline" ] && [ "$$(date +%s)" -ge "$$deadline" ]; then \

@@ -16,8 +16,16 @@ This is the count the FlashAttention papers use for their backward TFLOPS.
 
 Bytes = q, k, v, o, do read and dq, dk, dv written once (a lower bound; the LSE and delta rows
 are left out): b * d * (4 * s_q * h + 4 * s_k * h_kv) * elem.
+
+fa2 / fa3 need builds with their backward kernels: pip's flash-attn wheel, or `make baselines`'
+fa2_bwd / fa3_bwd (head dims 64 and 128), which install the same modules as the forward-only fa2
+/ fa3 and are put on the path instead of them with REPRO_BASELINES_USE=fa3_bwd,fa2_bwd. Their
+probe (needs_backward) runs one tiny backward: a build without one gives `skipped` rows saying so.
 """
 from __future__ import annotations
+
+import functools
+from typing import Optional
 
 from experiments.flash_attention import visible_pairs
 from repro.measure.experiment import Backend, Experiment, TORCH_DTYPES, needs_module, selected_dtypes
@@ -200,6 +208,52 @@ def build_cudnn(case: dict, inputs: dict):
     return _build_sdpa(case, inputs, SDPBackend.CUDNN_ATTENTION)
 
 
+# The `make baselines` builds of each module that keep the backward kernels (configs/baselines.yaml:
+# head dims 64 and 128); its fa2 and fa3 builds compile them out.
+BACKWARD_BUILDS = {"flash_attn": "fa2_bwd", "flash_attn_interface": "fa3_bwd"}
+
+
+def needs_backward(module: str):
+    """Probe factory for FlashAttention packages: a CUDA device, `module` imports, and its build
+    has the backward kernels. Builds without them (FLASHATTENTION_DISABLE_BACKWARD, as
+    `make baselines`' fa2 and fa3) import and run the forward, then raise at the first backward:
+    a `skipped` row naming the build to use instead, rather than an error row per case."""
+
+    def probe() -> Optional[str]:
+        return needs_module(module)() or _backward_missing(module)
+
+    return probe
+
+
+@functools.lru_cache(maxsize=None)
+def _backward_missing(module: str) -> Optional[str]:
+    """Once per process: one forward and backward of `module.flash_attn_func` at 1 x 128 x 1 x 64
+    bf16. None when it runs (or fails otherwise: the rows then carry that error)."""
+    import importlib
+
+    try:
+        _tiny_backward(importlib.import_module(module).flash_attn_func)
+    except RuntimeError as exc:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "does not support backward" not in text and "backward disabled" not in text:
+            return None
+        build = BACKWARD_BUILDS.get(module)
+        hint = (f"; `make baselines` builds {build}: run with REPRO_BASELINES_USE={build}" if build else "")
+        return f"{module} was built without its backward kernels ({text}){hint}"
+    return None
+
+
+def _tiny_backward(flash_attn_func) -> None:
+    import torch
+
+    q, k, v = (torch.randn(1, 128, 1, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    out = flash_attn_func(q, k, v)
+    out = out[0] if isinstance(out, tuple) else out
+    torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    torch.cuda.synchronize()
+
+
 def build_fa2(case: dict, inputs: dict):
     from flash_attn import flash_attn_func
 
@@ -229,10 +283,10 @@ EXPERIMENT = Experiment(
     bytes=bytes_moved,
     backends=[
         Backend("tilelang", build=build_tilelang, probe=needs_module("tilelang")),
-        Backend("fa2", build=build_fa2, probe=needs_module("flash_attn")),
+        Backend("fa2", build=build_fa2, probe=needs_backward("flash_attn")),
         Backend("sdpa_flash", build=build_sdpa_flash, trusted=True),
         Backend("cudnn", build=build_cudnn, trusted=True),
-        Backend("fa3", build=build_fa3, probe=needs_module("flash_attn_interface")),
+        Backend("fa3", build=build_fa3, probe=needs_backward("flash_attn_interface")),
         Backend("torch", build=build_torch, timed=False, trusted=True),
     ],
     baseline="sdpa_flash",

@@ -288,9 +288,10 @@ def test_shipped_plan_names_every_source(capsys, tmp_path):
     third = tmp_path / "tp"
     third.mkdir()
     for name in ("flash-attention-060c918", "cutlass-fa-dc48179", "FlashMLA-9241ae3", "cutlass-mla-147f567",
-                 "tilelang-a35008a"):
+                 "tilelang-a35008a", "DeepGEMM-d30fc36", "cutlass-deepgemm-f3fde58", "fmt-553ec11"):
         with tarfile.open(third / f"{name}.tar.gz", "w:gz"):
             pass
     assert main(["--dry-run", f"sources_dir={third}", f"cache_dir={tmp_path / 'c'}"]) == 0
     out = capsys.readouterr().out
-    assert out.count("from archive") == 7 and "expected: about" in out
+    # fa2, fa2_bwd, fa3, fa3_bwd: 2 each; flash_mla 2; tilelang_upstream 1; deepgemm 3
+    assert out.count("from archive") == 14 and "git fetch" not in out and "expected: about" in out

@@ -83,7 +83,13 @@ def test_selftest_runs_the_real_path_and_marks_a_planted_regression(tmp_path, ca
     with_ratio(1.95).to_csv(record, index=False)  # a 2.5% fall: within the 5% rule
     assert _selftest(tmp_path, *args) == 0
     assert REGRESSION not in capsys.readouterr().out
-    with_ratio(0.2).to_csv(record, index=False)  # planted: our kernel 10x slower than before
+    with_ratio(0.2).to_csv(record, index=False)  # the same code 10x slower: the machine, not us
+    assert _selftest(tmp_path, *args) == 0
+    out = capsys.readouterr().out
+    assert REGRESSION not in out and "-90% (same code)" in out
+    planted = with_ratio(0.2)
+    planted["code_hash"] = "0123456789ab"  # planted: our kernel changed and runs 10x slower
+    planted.to_csv(record, index=False)
     assert _selftest(tmp_path, *args) == 5
     captured = capsys.readouterr()
     assert REGRESSION in captured.out and "n=64" in captured.err and "n=96" in captured.err

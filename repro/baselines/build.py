@@ -75,7 +75,8 @@ def base_record(recipe: Recipe, settings: Settings, arch: str, rhash: str) -> di
         "repo": repo.url if repo else None, "ref": repo.ref if repo else None,
         "commit": repo.commit if repo else None, "submodules": subs, "packages": list(recipe.packages),
         "built": recipe.built.replace("{arch}", arch), "provides": recipe.provides,
-        "backends": recipe.backends, "env": build_env_vars(recipe, settings, arch),
+        "backends": recipe.backends, "conflicts": list(recipe.conflicts),
+        "env": build_env_vars(recipe, settings, arch),
         "patches": [patch["file"] for patch in recipe.patches], "version": None, "source": None,
         "steps": [], "seconds": 0.0, "error": None,
     }
@@ -231,10 +232,20 @@ def install_wheel(wheel: Path, folder: Path, record: dict) -> None:
 
 
 def check_imports(recipe: Recipe, record: dict, steps: Steps, settings: Settings) -> None:
-    """Import each module in a fresh interpreter with the baseline's folder on its path."""
-    if not recipe.imports:
+    """Import each module in a fresh interpreter with the baseline's folder on its path; for a
+    wheel, first the recipe's `files`, which the installed package must hold (headers that a
+    run-time compiler includes, say)."""
+    files = recipe.files if recipe.kind == "wheel" else ()
+    if not recipe.imports and not files:
         return
-    with steps.run("check", "import " + ", ".join(recipe.imports)):
+    note = "; ".join(part for part in ("import " + ", ".join(recipe.imports) if recipe.imports else "",
+                                       f"{len(files)} installed files" if files else "") if part)
+    with steps.run("check", note):
+        missing = [path for path in files if not (Path(record["site"]) / path).is_file()]
+        if missing:
+            raise StepFailed(f"the installed package lacks {missing[0]}")
+        if not recipe.imports:
+            return
         sites = [record[key] for key in ("site", "site_extra") if record.get(key)]
         code = "import sys; sys.path.extend(sys.argv[1:]); " + "; ".join(f"import {m}" for m in recipe.imports)
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Optional
 
 from repro.baselines.build import blocked, build_env_vars, resolve_arch, reusable
-from repro.baselines.cache import read_stamp
+from repro.baselines.cache import USE_ENV, env_use, read_stamp
 from repro.baselines.progress import fmt_seconds
 from repro.baselines.recipes import Recipe, Settings, recipe_hash
 from repro.baselines.sources import SourceError, describe, local_source
@@ -67,6 +67,11 @@ def render_plan(settings: Settings) -> list[str]:
             lines.append("      patches  " + ", ".join(p["file"] for p in recipe.patches))
         backends = "; ".join(f"{exp}: {', '.join(keys)}" for exp, keys in recipe.backends.items())
         lines.append(f"      enables  {backends}")
+        if recipe.conflicts:
+            group = {recipe.name, *recipe.conflicts}
+            pick = next((name for name in env_use() + settings.use if name in group), "neither")
+            lines.append(f"      conflicts {', '.join(recipe.conflicts)} (same modules); where both are built, "
+                         f"runs use {pick} (baselines.use, {USE_ENV})")
     lines.append(estimate_line(entries))
     return lines
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -57,6 +57,9 @@ class Recipe:
     provides: str = ""
     backends: dict = field(default_factory=dict)  # experiment -> [backend keys]
     expect_min: Optional[float] = None
+    # Recipes that install the same modules (fa3 and fa3_bwd: flash_attn_interface): never on the
+    # path together; `use` picks one (cache.activate). Symmetric once parsed.
+    conflicts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Settings:
     jobs: str = "auto"
     fetch_timeout_s: float = 900
     step_timeout_s: float = 3600
+    use: list[str] = field(default_factory=list)  # of conflicting recipes, the ones a run activates
 
     def selected(self) -> list[Recipe]:
         names = self.only or list(self.recipes)
@@ -107,12 +111,15 @@ def load_settings(config: Optional[Path] = None, overrides: tuple[str, ...] = ()
 
 def parse_settings(data: dict) -> Settings:
     known = {"cache_dir", "sources", "sources_dir", "only", "arch", "fallback_arch", "jobs",
-             "fetch_timeout_s", "step_timeout_s", "repos", "recipes"}
+             "fetch_timeout_s", "step_timeout_s", "repos", "recipes", "use"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"baselines.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
     repos = {name: _repo(name, spec) for name, spec in (data.get("repos") or {}).items()}
     recipes = {name: _recipe(name, spec, repos) for name, spec in (data.get("recipes") or {}).items()}
+    recipes = _symmetric_conflicts(recipes)
+    use = _as_list(data.get("use"))
+    check_use(use, recipes, "baselines.use", every_group=True)
     only = _as_list(data.get("only"))
     for name in only:
         if name not in recipes:
@@ -123,13 +130,51 @@ def parse_settings(data: dict) -> Settings:
             raise ConfigError(f"baselines.sources.{key}: neither a baseline nor a repository of the config")
     return Settings(
         cache_dir=default_cache_dir(data.get("cache_dir")),
-        repos=repos, recipes=recipes, sources=sources, only=only,
+        repos=repos, recipes=recipes, sources=sources, only=only, use=use,
         sources_dir=Path(data["sources_dir"]).expanduser() if data.get("sources_dir") else None,
         arch=str(data.get("arch", "auto")), fallback_arch=str(data.get("fallback_arch", "90")),
         jobs=str(data.get("jobs", "auto")),
         fetch_timeout_s=float(data.get("fetch_timeout_s", 900)),
         step_timeout_s=float(data.get("step_timeout_s", 3600)),
     )
+
+
+def _symmetric_conflicts(recipes: dict[str, Recipe]) -> dict[str, Recipe]:
+    for name, recipe in recipes.items():
+        for other in recipe.conflicts:
+            if other not in recipes or other == name:
+                raise ConfigError(f"baselines.recipes.{name}.conflicts: {other!r} is not another recipe")
+    return {name: replace(recipe, conflicts=tuple(sorted(
+        {*recipe.conflicts, *(other for other, r in recipes.items() if name in r.conflicts)})))
+        for name, recipe in recipes.items()}
+
+
+def conflict_groups(conflicts: dict[str, Any]) -> list[set[str]]:
+    """Recipe name -> names it conflicts with  =>  the groups of which at most one is active."""
+    groups: list[set[str]] = []
+    for name, others in conflicts.items():
+        linked = {name, *others}
+        if len(linked) < 2:
+            continue
+        touching = [g for g in groups if g & linked]
+        for g in touching:
+            groups.remove(g)
+            linked |= g
+        groups.append(linked)
+    return groups
+
+
+def check_use(use: list[str], recipes: dict[str, Recipe], key: str, every_group: bool = False) -> None:
+    """`use` names known recipes, at most one per conflict group (and, for the config, one in each)."""
+    for name in use:
+        if name not in recipes:
+            raise ConfigError(f"{key}: unknown baseline {name!r} (known: {', '.join(recipes)})")
+    for group in conflict_groups({name: r.conflicts for name, r in recipes.items()}):
+        picked = [name for name in use if name in group]
+        if len(picked) > 1:
+            raise ConfigError(f"{key}: {' and '.join(picked)} install the same modules; name one of them")
+        if every_group and not picked:
+            raise ConfigError(f"{key}: name one of {', '.join(sorted(group))} (they install the same modules)")
 
 
 def _as_list(value: Any) -> list[str]:
@@ -172,7 +217,8 @@ def _recipe(name: str, spec: dict, repos: dict[str, Repo]) -> Recipe:
     for patch in spec.get("patches") or ():
         if not isinstance(patch, dict) or not patch.get("file") or not isinstance(patch.get("replace"), dict):
             raise ConfigError(f"baselines.recipes.{name}.patches: each needs `file` and a `replace` mapping")
-    tuples = {key: tuple(_as_list(spec.get(key))) for key in ("needs", "archs", "packages", "imports", "files")}
+    tuples = {key: tuple(_as_list(spec.get(key))) for key in ("needs", "archs", "packages", "imports", "files",
+                                                               "conflicts")}
     return Recipe(
         name=name, kind=kind, title=str(spec.get("title", name)), repo=spec.get("repo"),
         subdir=str(spec.get("subdir", ".")), submodules=dict(spec.get("submodules") or {}),

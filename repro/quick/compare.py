@@ -1,5 +1,7 @@
 """A quick record as a scoreboard: per case, ours over its baseline with a 95% interval, and the
-change against the previous record of the same card, regressions marked. Pure functions of rows."""
+change against the previous record of the same card, regressions marked. A change between two
+records of the same code (same code hash) is the card's run-to-run spread: shown, never marked.
+Pure functions of rows."""
 from __future__ import annotations
 
 import math
@@ -132,8 +134,16 @@ def _change(new: Ratio, old: Ratio, old_row, new_row, min_drop: float) -> tuple[
     if math.isnan(new.value):
         return "-", False
     text = f"{(new.value / old.value - 1) * 100:+.0f}%"
+    if _same_code(old_row, new_row):  # the card's run-to-run spread, not a change of ours
+        return f"{text} (same code)", False
     bad = regressed(new, old, min_drop)
     return (f"{text} {REGRESSION}" if bad else text), bad
+
+
+def _same_code(old_row, new_row) -> bool:
+    """Both records name the same code hash (the experiment's import closure: kernel, harness)."""
+    old, new = ((row or {}).get("code_hash") for row in (old_row, new_row))
+    return isinstance(old, str) and bool(old) and old == new
 
 
 def _case_text(case: Mapping) -> str:

@@ -66,7 +66,7 @@ def _schedule_of(exp) -> Callable[[dict], str]:
 def run_entries(entries: list[QuickEntry], results_dir: str, run_id: str, progress) -> dict:
     """Measure every entry; returns {hardware, seconds, cases, manifest path}. `progress(kernel,
     rows)` is called after each case."""
-    from repro.baselines import activate, built_baselines
+    from repro.baselines import activate, in_use
     from repro.measure.hardware import detect_device, resolve_profile
     from repro.run.runner import CPU_PROFILE, execute, source_files
     from repro.run.validate import check_results_dir, settings_of
@@ -82,8 +82,7 @@ def run_entries(entries: list[QuickEntry], results_dir: str, run_id: str, progre
             hw = CPU_PROFILE if device == "cpu" else resolve_profile(cfg.hardware.name, detect_device())
             check_results_dir(results_dir, hw["name"])
             manifest = mf.collect()
-            manifest["baselines"] = {r["name"]: f"{r.get('version') or ''} {(r.get('commit') or '')[:12]}".strip()
-                                     for r in built_baselines() if r.get("status") == "ok"}
+            manifest["baselines"] = in_use()
             store = ResultsStore(results_dir, hw["name"], QUICK)
             store.on_first_write = lambda: mf.write(manifest, Path(results_dir) / hw["name"], run_id)
         exp = load_experiment(entry.experiment)

@@ -224,11 +224,10 @@ def _sweep(cfg, exp, backends, cases, job: Job, shard, device: str, label: str,
     manifest = mf.collect()
     # Baselines built by `make baselines` (repro/baselines): on the path for the probes, and in the
     # manifest with their pinned version or commit and how they were built.
-    from repro.baselines import activate, built_baselines
+    from repro.baselines import activate, in_use
 
     activate()
-    manifest["baselines"] = {r["name"]: f"{r.get('version') or ''} {(r.get('commit') or '')[:12]}; {r.get('built', '')}".strip()
-                             for r in built_baselines() if r.get("status") == "ok"}
+    manifest["baselines"] = in_use()
     # What decides a verdict is part of the run's record and of each row's resume key.
     manifest["gate"] = {**gate_settings(settings), "key": gate_key(settings)}
     meta = {"run_id": run_id, "hardware": hw["name"], "seed": settings.seed, "env_key": mf.env_key(manifest),
