@@ -166,6 +166,49 @@ def heuristic_knobs(M: int, N: int, K: int, sm_count: int = 132) -> GemmKnobs:
     return CANDIDATES[0] if tiles >= sm_count else CANDIDATES[1]
 
 
+# model_knobs' tiles for M > 64 rows, each with its throughput relative to 128x256 per tile
+# (bf16 on an H200, from a schedule study of 30 shapes: a full wave of 128x128 tiles runs
+# about 0.8x as many FLOP/s as one of 128x256, and so on).
+MODEL_TILES = (
+    (GemmKnobs(block_N=256, num_stages=4, swizzle_panel=16), 1.0),
+    (GemmKnobs(block_N=128, block_K=128, num_stages=3), 0.8),
+    (GemmKnobs(block_M=64, block_N=256, num_stages=4, threads=128), 0.75),
+    (GemmKnobs(block_M=64, block_N=128, num_stages=4, threads=128), 0.6),
+)
+
+
+def _swapped(M: int, N: int, K: int, sm_count: int) -> GemmKnobs:
+    """Few rows on the wgmma's N side; split-K only when the columns leave half the SMs idle
+    and there are rows enough to make the products compute-bound (M >= 128)."""
+    rows = 8 * _ceil(M, 8)
+    bn, bk = (64, 128) if rows <= 128 and K > 1024 else (128, 64)
+    tiles = _ceil(N, bn)
+    split = split_for(tiles, _ceil(K, bk), sm_count) if M >= 128 and 2 * tiles <= sm_count else 1
+    return GemmKnobs(rows, bn, bk, stages_for(rows, bn, bk, split, 8), 128, 0, split, True)
+
+
+def model_knobs(M: int, N: int, K: int, sm_count: int = 132) -> GemmKnobs:
+    """A candidate default under measurement (heuristic_knobs stays the default until an A/B
+    on one card shows it no slower on any shape): a choice without measuring. Up to 64 rows (and 128, or 192 over many columns): swapped tiles. Otherwise the
+    tile of MODEL_TILES that finishes first: waves of tiles over the SMs, each wave as long as
+    one tile's work at that tile's relative throughput (64-row tiles only when rows of A are not
+    16-byte aligned, where no TMA copy serves). Never split-K: its reduction costs more than
+    it saves at every shape measured with more than 64 rows."""
+    if M <= 64 or M == 128 or (M == 192 and _ceil(N, 128) >= sm_count):
+        return _swapped(M, N, K, sm_count)
+    tiles = [(k, eff) for k, eff in MODEL_TILES if K % 8 == 0 or k.block_M == 64]
+
+    def cost(entry):
+        k, eff = entry
+        waves = _ceil(_ceil(M, k.block_M) * _ceil(N, k.block_N), sm_count)
+        return waves * k.block_M * k.block_N / eff
+
+    best = min(tiles, key=cost)[0]
+    if M <= 256 and best.block_M == 64 and best.block_N == 128:  # short K loops: deeper pipeline
+        best = replace(best, num_stages=6, swizzle_panel=0)
+    return best
+
+
 def compile_gemm(M: int, N: int, K: int, dtype: str, knobs: GemmKnobs, target=None):
     """The main kernel of a schedule (gemm_kernel or gemv_kernel); C is [split_k, M, N]."""
     if dtype not in DTYPES:
@@ -208,7 +251,7 @@ class GemmPlan:
 
 
 def plan_gemm(M: int, N: int, K: int, dtype: str, knobs: GemmKnobs | None = None, target=None) -> GemmPlan:
-    return GemmPlan(M, N, K, dtype, knobs or heuristic_knobs(M, N, K), target)
+    return GemmPlan(M, N, K, dtype, knobs or heuristic_knobs(M, N, K, _sm_count()), target)
 
 
 def gemm(a, b, out, knobs: GemmKnobs | None = None):
@@ -220,7 +263,16 @@ def gemm(a, b, out, knobs: GemmKnobs | None = None):
     if not (a.dtype == b.dtype == out.dtype):
         raise ValueError(f"gemm: dtypes differ: {a.dtype}, {b.dtype}, {out.dtype}")
     dtype = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(a.dtype), str(a.dtype))
-    return _plan(M, N, K, dtype, knobs or heuristic_knobs(M, N, K))(a, b, out)
+    return _plan(M, N, K, dtype, knobs or heuristic_knobs(M, N, K, _sm_count()))(a, b, out)
+
+
+def _sm_count() -> int:
+    """This device's SM count (132 on an H100 SXM or H200; compile-only use without a GPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    return 132
 
 
 _PLANS: dict = {}

@@ -8,6 +8,10 @@ import math
 D_V = 512
 D_PE = 64
 PAGE = 64
+D_QK = D_V + D_PE
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+PLAN_FIELDS = 4  # per piece: sequence, first KV block, end block (exclusive), slot of its partial O
 MAX_SPLITS = 64
 
 
@@ -148,3 +152,24 @@ def mla_decode_reference(q, kv_cache, block_table, cache_seqlens, softmax_scale=
         lses.append(torch.logsumexp(scores, dim=-1).view(-1, s_q, h_q).transpose(1, 2))
         outs.append((torch.softmax(scores, dim=-1) @ keys[..., :d_v]).view(-1, s_q, h_q, d_v))
     return torch.cat(outs), torch.cat(lses).contiguous()
+
+
+def online_softmax(block_H: int, block_N: int, scale: float):
+    """The online-softmax step of a score tile, as a TileLang macro: the running row max m (m_prev
+    keeps the last one), the rescale factor alpha of what was summed before, S turned into
+    exp2(S * scale - m * scale) in place, and the running row sum l updated with it."""
+    import tilelang.language as T
+
+    @T.macro
+    def step(S, m, m_prev, alpha, row_sum, l):
+        T.copy(m, m_prev)
+        T.reduce_max(S, m, dim=1, clear=False)
+        for r in T.Parallel(block_H):
+            alpha[r] = T.exp2((m_prev[r] - m[r]) * scale)
+        for r, j in T.Parallel(block_H, block_N):
+            S[r, j] = T.exp2(S[r, j] * scale - m[r] * scale)
+        T.reduce_sum(S, row_sum, dim=1)
+        for r in T.Parallel(block_H):
+            l[r] = l[r] * alpha[r] + row_sum[r]
+
+    return step

@@ -23,12 +23,9 @@ import math
 from dataclasses import asdict, dataclass
 
 from kernels._compile import compile_kernel, default_target
-from kernels.mla_common import D_PE, D_V, PAGE, check_mla_inputs, check_mla_plan
-
-D_QK = D_V + D_PE
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
-PLAN_FIELDS = 4  # per piece: sequence, first KV block, end block (exclusive), slot of its partial O
+from kernels.mla_common import (D_PE, D_QK, D_V, LN2, LOG2E, PAGE, PLAN_FIELDS, check_mla_inputs, check_mla_plan,
+                                 online_softmax)
+from kernels.mla_decode_ws import mla_decode_ws
 
 
 @dataclass(frozen=True)
@@ -43,19 +40,29 @@ class Knobs:
     stages: int = 2
     threads: int = 256
     ctas_per_sm: int = 1
+    # Candidates under measurement (not yet in CANDIDATES): 32-row tiles padded to 64 rows (wgmma
+    # instead of mma); the plan that picks its cap by simulated finish time; the warp-specialized
+    # kernel of kernels/mla_decode_ws.py (its own three warpgroups: `threads` unused).
+    pad_rows: bool = False
+    balanced: bool = False
+    ws: bool = False
 
     def builder_args(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "ctas_per_sm"}
+        if self.ws:
+            return {"block_N": self.block_N, "stages": self.stages}
+        return {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "ws")}
 
 
-def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads=256, tma_loads=True):
+def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads=256, tma_loads=True, pad_rows=False):
     """Attention of one (row tile, piece of a sequence) per CTA. tma_loads=False (targets without
     TMA, e.g. sm_80): the latent K/V tile is a guarded load that writes zeros past the length, as
     the non-warp-specialized pipeline planner refuses a second write to the tile."""
     import tilelang.language as T
 
-    rows, accum, block_H = s_q * h_q, "float32", min(64, s_q * h_q)
+    rows, accum, block_H = s_q * h_q, "float32", row_tile(s_q * h_q, pad_rows)
+    padded = rows % block_H != 0  # e.g. 32 rows in a 64-row tile: rows past `rows` are zeros, not written
     scale = sm_scale * LOG2E  # scores go through exp2, so fold log2(e) into the scale
+    softmax = online_softmax(block_H, block_N, scale)
     batch, num_tokens, max_pages, pieces, slots = T.dynamic("batch num_tokens max_pages pieces slots")
 
     @T.prim_func
@@ -71,7 +78,7 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
         O_part: T.Tensor([slots, rows, D_V], accum),
         LSE_part: T.Tensor([slots, rows], accum),
     ):
-        with T.Kernel(rows // block_H, pieces, threads=threads) as (g, p):
+        with T.Kernel(T.ceildiv(rows, block_H), pieces, threads=threads) as (g, p):
             Q_s = T.alloc_shared([block_H, D_V], dtype)
             Qpe_s = T.alloc_shared([block_H, D_PE], dtype)
             KV_s = T.alloc_shared([block_N, D_V], dtype)
@@ -88,8 +95,14 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
             b, lo, r0 = plan[p, 0], plan[p, 1], g * block_H
             seqlen = cache_seqlens[b]
             last = T.ceildiv(seqlen, block_N) - 1
-            T.copy(Q[b, r0:r0 + block_H, 0:D_V], Q_s)
-            T.copy(Q[b, r0:r0 + block_H, D_V:D_QK], Qpe_s)
+            if padded:
+                for r, d in T.Parallel(block_H, D_V):
+                    Q_s[r, d] = T.if_then_else(r0 + r < rows, Q[b, r0 + r, d], 0)
+                for r, d in T.Parallel(block_H, D_PE):
+                    Qpe_s[r, d] = T.if_then_else(r0 + r < rows, Q[b, r0 + r, D_V + d], 0)
+            else:
+                T.copy(Q[b, r0:r0 + block_H, 0:D_V], Q_s)
+                T.copy(Q[b, r0:r0 + block_H, D_V:D_QK], Qpe_s)
             T.fill(acc_o, 0)
             T.fill(l, 0)
             # A finite floor (not -inf) keeps exp2(m_prev - m) finite while a row has seen only
@@ -114,15 +127,7 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
                     if tma_loads:
                         for j, d in T.Parallel(block_N, D_V):
                             KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV_s[j, d], 0)
-                T.copy(m, m_prev)
-                T.reduce_max(S, m, dim=1, clear=False)
-                for r in T.Parallel(block_H):
-                    alpha[r] = T.exp2((m_prev[r] - m[r]) * scale)
-                for r, j in T.Parallel(block_H, block_N):
-                    S[r, j] = T.exp2(S[r, j] * scale - m[r] * scale)
-                T.reduce_sum(S, row_sum, dim=1)
-                for r in T.Parallel(block_H):
-                    l[r] = l[r] * alpha[r] + row_sum[r]
+                softmax(S, m, m_prev, alpha, row_sum, l)
                 T.copy(S, P_s)
                 for r, d in T.Parallel(block_H, D_V):
                     acc_o[r, d] *= alpha[r]
@@ -132,7 +137,20 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
             # last position) has l = 0: O stays 0 and its LSE is -inf.
             for r, d in T.Parallel(block_H, D_V):
                 acc_o[r, d] /= T.max(l[r], 1e-30)
-            if seq_slot[b + 1] - seq_slot[b] == 1:  # the whole sequence is here: final output
+            if padded:  # only the rows that exist
+                for r, d in T.Parallel(block_H, D_V):
+                    if r0 + r < rows:
+                        if seq_slot[b + 1] - seq_slot[b] == 1:
+                            O[b, r0 + r, d] = acc_o[r, d]
+                        else:
+                            O_part[plan[p, 3], r0 + r, d] = acc_o[r, d]
+                for r in T.Parallel(block_H):
+                    if r0 + r < rows:
+                        if seq_slot[b + 1] - seq_slot[b] == 1:
+                            LSE[b, (r0 + r) % h_q, (r0 + r) // h_q] = (T.log2(l[r]) + m[r] * scale) * LN2
+                        else:
+                            LSE_part[plan[p, 3], r0 + r] = T.log2(l[r]) + m[r] * scale
+            elif seq_slot[b + 1] - seq_slot[b] == 1:  # the whole sequence is here: final output
                 T.copy(acc_o, O[b, r0:r0 + block_H, :])
                 for r in T.Parallel(block_H):
                     LSE[b, (r0 + r) % h_q, (r0 + r) // h_q] = (T.log2(l[r]) + m[r] * scale) * LN2
@@ -182,24 +200,49 @@ def mla_decode_combine(h_q, s_q, dtype, threads=128):
     return combine
 
 
-def mla_decode_plan(lengths, block_N, ctas):
-    """Cut each sequence into pieces of about `quota` KV blocks, the quota set so that the
-    batch makes about `ctas` pieces (never a piece under 4 blocks unless its sequence is);
-    largest pieces first, so the long work starts first. Returns (plan int32 [pieces, 4]:
-    sequence, first block, end block (exclusive), slot; seq_slot int32 [b + 1]: sequence b's
-    pieces hold slots seq_slot[b] .. seq_slot[b + 1] - 1)."""
+PIECE_COST = 2  # a piece's fixed cost (Q load, pipeline fill, its output), in KV blocks
+
+
+def _pieces(blocks, cap, near=False):
+    """Each sequence in k equal parts on consecutive slots, k = ceil(n / cap) (none over the cap)
+    or, near=True, the k nearest n / cap (a sequence near the cap stays whole):
+    ([(seq, first, end, slot)] largest first, seq_slot)."""
+    out, seq_slot = [], [0]
+    for b, n in enumerate(blocks):
+        size = math.ceil(n / (max(1, round(n / cap)) if near else math.ceil(n / cap)))
+        out += [(b, lo, min(n, lo + size), seq_slot[-1] + j) for j, lo in enumerate(range(0, n, size))]
+        seq_slot.append(seq_slot[-1] + math.ceil(n / size))
+    return sorted(out, key=lambda piece: piece[1] - piece[2]), seq_slot  # stable: then batch order
+
+
+def _makespan(pieces, ctas):
+    """When the last of `ctas` CTA slots finishes, each taking the next piece when it frees."""
+    import heapq
+
+    free = [0] * max(1, ctas)
+    for _, lo, hi, _ in pieces:
+        heapq.heappush(free, heapq.heappop(free) + hi - lo + PIECE_COST)
+    return max(free)
+
+
+def mla_decode_plan(lengths, block_N, ctas, balanced=False):
+    """Cut each sequence into pieces of about the mean work per CTA (`ctas` of them; never a
+    piece under 4 blocks unless its sequence is), largest first, so the long work starts first.
+    balanced=True: of a few caps (that mean and fractions of it, and no cut at all), the one
+    whose pieces, dealt largest first to the CTA slot that frees first, finish first, a piece
+    costing PIECE_COST blocks more than its keys (ties: fewer pieces). Returns (plan int32
+    [pieces, 4]: sequence, first block, end block (exclusive), slot; seq_slot int32 [b + 1]:
+    sequence b's pieces hold slots seq_slot[b] .. seq_slot[b + 1] - 1)."""
     import torch
 
     blocks = [max(1, math.ceil(int(n) / block_N)) for n in lengths]
-    quota = max(4, math.ceil(sum(blocks) / max(1, ctas)))
-    pieces, seq_slot = [], [0]
-    for b, n in enumerate(blocks):
-        k = max(1, round(n / quota))  # a sequence near the quota stays whole (no combine)
-        size = math.ceil(n / k)
-        pieces += [(b, lo, min(n, lo + size), seq_slot[-1] + j) for j, lo in enumerate(range(0, n, size))]
-        seq_slot.append(seq_slot[-1] + math.ceil(n / size))
-    pieces.sort(key=lambda piece: piece[1] - piece[2])  # stable: largest first, then batch order
-    return torch.tensor(pieces, dtype=torch.int32).view(-1, PLAN_FIELDS), torch.tensor(seq_slot, dtype=torch.int32)
+    mean = sum(blocks) / max(1, ctas)
+    if balanced:
+        caps = sorted({max(4, math.ceil(mean / d)) for d in (1, 1.5, 2, 3, 4, 6, 8)} | {max(blocks)}, reverse=True)
+        plan, seq_slot = min((_pieces(blocks, cap) for cap in caps), key=lambda p: (_makespan(p[0], ctas), len(p[0])))
+    else:
+        plan, seq_slot = _pieces(blocks, max(4, math.ceil(mean)), near=True)
+    return torch.tensor(plan, dtype=torch.int32).view(-1, PLAN_FIELDS), torch.tensor(seq_slot, dtype=torch.int32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -228,9 +271,15 @@ def candidates(h_q: int, s_q: int) -> tuple:
     return CANDIDATES if s_q * h_q >= 64 else tuple(k for k in CANDIDATES if k.block_N == 64)
 
 
+def row_tile(rows: int, pad_rows: bool = False) -> int:
+    """Rows per CTA: 64 (one wgmma M), or all of them when fewer (TileLang then uses mma); with
+    pad_rows, more than 16 rows go in a zero-padded 64-row tile (wgmma on a half-empty tile)."""
+    return 64 if pad_rows and rows > 16 else min(64, rows)
+
+
 def target_pieces(h_q: int, s_q: int, knobs: Knobs, sm_count: int | None = None) -> int:
     """Pieces so that (row tiles x pieces) CTAs fill the SMs ctas_per_sm times."""
-    tiles = s_q * h_q // min(64, s_q * h_q)
+    tiles = -(-s_q * h_q // row_tile(s_q * h_q, knobs.pad_rows or knobs.ws))
     return max(1, (sm_count or _sm_count()) * max(1, knobs.ctas_per_sm) // tiles)
 
 
@@ -238,7 +287,7 @@ def builder_args(knobs: Knobs, target=None) -> dict:
     """The builder's arguments for the target (default: this device's): without TMA (before
     Hopper), guarded K/V loads in a one-stage pipeline (two stages do not lower there)."""
     target = default_target() if target is None else target
-    if isinstance(target, dict) and str(target.get("arch", "")).startswith("sm_9"):
+    if knobs.ws or isinstance(target, dict) and str(target.get("arch", "")).startswith("sm_9"):
         return knobs.builder_args()
     return {**knobs.builder_args(), "tma_loads": False, "stages": 1}
 
@@ -266,7 +315,8 @@ def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None, cta
     import torch
 
     k = knobs or default_knobs(h_q, s_q)
-    pieces, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N, ctas or target_pieces(h_q, s_q, k))
+    pieces, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N, ctas or target_pieces(h_q, s_q, k),
+                                       balanced=k.balanced)
     slots, dev = int(seq_slot[-1]), cache_seqlens.device
     cut = slots > cache_seqlens.shape[0]
     slots = slots if cut else 1  # nothing cut: no partial outputs, a one-slot placeholder
@@ -299,7 +349,7 @@ def mla_decode(q, kv_cache, block_table, cache_seqlens, *, softmax_scale=None, k
             raise ValueError(f"plan workspace {tuple(plan.o_part.shape)} was made for another shape")
     dtype = _torch_dtype_name(q.dtype)
     scale = float(softmax_scale if softmax_scale is not None else d_qk ** -0.5)
-    split_kv = compile_kernel(mla_decode_split_kv, h_q, s_q, dtype, scale, **plan.args)
+    split_kv = compile_kernel(mla_decode_ws if k.ws else mla_decode_split_kv, h_q, s_q, dtype, scale, **plan.args)
     out = torch.empty(b, s_q, h_q, D_V, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
     out_rows = out.view(b, rows, D_V)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kernels._compile import HOPPER
-from kernels.gemm import (CANDIDATES, GemmKnobs, candidates, compile_gemm, compile_reduce, heuristic_knobs,
+from kernels.gemm import (CANDIDATES, GemmKnobs, candidates, compile_gemm, compile_reduce, heuristic_knobs, model_knobs,
                           split_for)
 from kernels.gemm_fp8 import compile_gemm_fp8, fp8_candidates
 from kernels.gemv import vector_width
@@ -127,3 +127,29 @@ def test_cases_leave_out_shapes_fp8_cannot_take():
     got = {(c["M"], c["N"], c["K"], c["dtype"]) for c in EXPERIMENT.cases(cfg)}
     assert (1000, 3001, 4099, "bf16") in got and (1000, 3001, 4099, "fp8") not in got
     assert (64, 2112, 7168, "fp8_block") in got and (1, 7168, 18432, "fp8") in got
+
+
+# model_knobs (the candidate default): what it picks at shapes of the H200 schedule study
+# (the fastest measured there), and that every distinct pick compiles.
+MODEL_PICKS = {
+    (129, 4096, 4096): (64, 128, 64, 6, 1, False),     # one wave of 64-row tiles, deep pipeline
+    (1024, 1024, 1024): (64, 128, 64, 4, 1, False),
+    (512, 4096, 4096): (128, 128, 128, 3, 1, False),
+    (8192, 8192, 8192): (128, 256, 64, 4, 1, False),
+    (128, 2112, 7168): (128, 64, 128, 3, 4, True),     # swapped, split-K to fill 132 SMs
+    (3, 4096, 14336): (8, 64, 128, 8, 1, True),        # swapped, few rows: no split
+    (32, 32768, 512): (32, 128, 64, 8, 1, True),       # short K: 64-deep steps
+    (1000, 3000, 777): (64, 128, 64, 4, 1, False),     # rows of A not 16-byte aligned: 64-row tiles
+}
+
+
+@pytest.mark.parametrize("shape", list(MODEL_PICKS), ids=lambda s: "x".join(map(str, s)))
+def test_model_knobs_picks(shape):
+    k = model_knobs(*shape)
+    assert (k.block_M, k.block_N, k.block_K, k.num_stages, k.split_k, k.swap) == MODEL_PICKS[shape]
+
+
+def test_model_knobs_picks_compile():
+    for knobs in {model_knobs(*shape) for shape in [(129, 4096, 4096), (128, 2112, 7168), (1000, 3000, 777)]}:
+        M, N, K = next(s for s in MODEL_PICKS if model_knobs(*s) == knobs)
+        assert "wgmma" in compile_gemm(M, N, K, "bf16", knobs, target=HOPPER).get_kernel_source()

@@ -76,8 +76,9 @@ LENGTH_SETS = [[65536] + [1024] * 31, [1] * 7 + [64, 65, 129], [4097] * 5, [3, 7
 
 @pytest.mark.parametrize("lens", LENGTH_SETS, ids=["one_long", "short", "equal", "mixed", "flashmla"])
 @pytest.mark.parametrize("block_N,ctas", [(64, 132), (32, 66), (64, 1), (64, 1000)])
-def test_plan_covers_every_block_once(lens, block_N, ctas):
-    plan, seq_slot = tl_mla.mla_decode_plan(lens, block_N, ctas)
+@pytest.mark.parametrize("balanced", [False, True])
+def test_plan_covers_every_block_once(lens, block_N, ctas, balanced):
+    plan, seq_slot = tl_mla.mla_decode_plan(lens, block_N, ctas, balanced=balanced)
     check_mla_plan(plan, seq_slot, torch.tensor(lens, dtype=torch.int32), block_N)
     assert plan.shape[1] == tl_mla.PLAN_FIELDS and int(seq_slot[-1]) == plan.shape[0]
     sizes = [hi - lo for _, lo, hi, _ in plan.tolist()]
@@ -95,6 +96,24 @@ def test_plan_spreads_one_long_sequence_and_keeps_equal_ones_whole():
     assert plan.shape[0] == 128 and int(seq_slot[-1]) == 128
     plan, _ = tl_mla.mla_decode_plan([8192] * 4, 64, 132)
     assert plan.shape[0] >= 100
+
+
+def test_balanced_plan_finishes_no_later_by_its_model_and_keeps_equal_batches_whole():
+    """FlashMLA's varied lengths (normal, sd half the mean) at 8k over 132 slots: pieces of about
+    the mean work leave one CTA walking up to 1.5x the mean; the balanced plan's simulated finish
+    is within 15% of the mean work (and never later than the default's). Equal lengths stay one
+    piece per sequence either way (no combine)."""
+    import experiments.mla_decode as exp
+
+    case = {"grid": "t", "batch": 128, "h_q": 16, "s_q": 1, "seqlen": 8192, "lengths": "varied", "dtype": "bf16"}
+    blocks = [-(-n // 64) for n in exp.case_lengths(case)]
+    finish = {b: tl_mla._makespan([tuple(r) for r in tl_mla.mla_decode_plan(exp.case_lengths(case), 64, 132,
+                                                                           balanced=b)[0].tolist()], 132)
+              for b in (False, True)}
+    assert finish[True] <= finish[False] and finish[True] <= 1.15 * sum(blocks) / 132 + tl_mla.PIECE_COST
+    assert finish[False] > 1.3 * sum(blocks) / 132
+    plan, seq_slot = tl_mla.mla_decode_plan([8192] * 128, 64, 132, balanced=True)
+    assert plan.shape[0] == 128 and int(seq_slot[-1]) == 128
 
 
 def test_make_plan_flags_a_cut_batch_and_sizes_its_workspace():
@@ -123,12 +142,13 @@ def test_plan_validation_rejects_broken_plans():
 
 
 @pytest.mark.parametrize("s_q,h_q,lens,ctas", [(1, 16, [1, 64, 5000, 65], 7), (2, 32, [2, 700, 130], 5)])
-def test_plan_pieces_merged_by_lse_equal_the_reference(s_q, h_q, lens, ctas):
+@pytest.mark.parametrize("balanced", [False, True])
+def test_plan_pieces_merged_by_lse_equal_the_reference(s_q, h_q, lens, ctas, balanced):
     """What the two kernels compute, in fp64 on the CPU: attention over each piece of the plan
     (a piece holding only masked keys for the first of s_q = 2 tokens gives LSE -inf), then the
     LSE-weighted merge of each sequence's pieces."""
     q, kv, table, cl = paged_inputs(lens, s_q, h_q, torch.float32, nan_tail=True)
-    plan, seq_slot = tl_mla.mla_decode_plan(lens, 64, ctas)
+    plan, seq_slot = tl_mla.mla_decode_plan(lens, 64, ctas, balanced=balanced)
     assert int(seq_slot[-1]) > len(lens)  # some sequence is cut
     want, want_lse = naive_decode(q, kv, table, cl)
     parts_o, parts_lse = {}, {}
@@ -206,7 +226,8 @@ def test_matched_cases_have_the_skewed_cases_total():
 
 # Few compiles on purpose (each takes a while): every searched schedule at the compute-bound
 # shape, the default at the smallest-row shape (mma, not wgmma), and the combine.
-COMPILES = [(128, 1, "bfloat16", k) for k in tl_mla.CANDIDATES] + [(16, 2, "float16", tl_mla.Knobs())]
+COMPILES = [(128, 1, "bfloat16", k) for k in tl_mla.CANDIDATES] + [(16, 2, "float16", tl_mla.Knobs())] + [
+    (16, 2, "bfloat16", tl_mla.Knobs(pad_rows=True))]  # 32 rows in a zero-padded 64-row wgmma tile
 
 
 @pytest.mark.parametrize("h_q,s_q,dtype,knobs", COMPILES, ids=lambda x: str(x))
@@ -215,8 +236,20 @@ def test_tilelang_split_kernel_compiles_for_hopper(h_q, s_q, dtype, knobs):
                             **knobs.builder_args())
     src = kernel.get_kernel_source()
     assert "exp2f(" in src and "log2f(" in src  # the online softmax in base 2 and the LSE it writes
-    if s_q * h_q >= 64:
+    if tl_mla.row_tile(s_q * h_q, knobs.pad_rows) == 64:
         assert "wgmma" in src and "tma_load" in src  # Hopper tensor cores, TMA loads of K/V
+
+
+def test_warp_specialized_candidate_compiles_for_hopper():
+    """kernels/mla_decode_ws.py: three warpgroups (a cp.async producer, two consumers splitting
+    O's columns), mbarrier hand-offs, register budgets per warpgroup."""
+    from kernels.mla_decode_ws import mla_decode_ws
+
+    knobs = tl_mla.Knobs(ws=True)
+    assert tl_mla.builder_args(knobs, HOPPER) == {"block_N": 64, "stages": 2}
+    src = compile_kernel(mla_decode_ws, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER,
+                         **knobs.builder_args()).get_kernel_source()
+    assert "wgmma" in src and "cp_async" in src and ".arrive(" in src and "exp2f(" in src
 
 
 def test_split_kernel_builds_for_sm80_with_guarded_loads():
@@ -239,7 +272,7 @@ def test_split_combine_and_plan_stay_within_160_lines():
     from repro.loc import counter
 
     text = (ROOT / "kernels" / "mla_decode.py").read_text()
-    names = ["mla_decode_split_kv", "mla_decode_combine", "mla_decode_plan"]
+    names = ["mla_decode_split_kv", "mla_decode_combine", "mla_decode_plan", "_pieces", "_makespan"]
     total, _ = counter.count_definitions(text, names)
     assert total.code <= 160, total
     for name in names[:2]:
@@ -251,6 +284,10 @@ def test_candidates_are_valid_schedules():
     for k in tl_mla.CANDIDATES:
         assert 64 % k.block_N == 0 and k.stages >= 1 and k.ctas_per_sm >= 1
     assert all(k.block_N == 64 for k in tl_mla.candidates(16, 2)) and len(tl_mla.candidates(128, 1)) == 4
+    assert [tl_mla.row_tile(r) for r in (8, 16, 32, 64, 128)] == [8, 16, 32, 64, 64]
+    assert [tl_mla.row_tile(r, pad_rows=True) for r in (8, 16, 32, 48, 64, 128)] == [8, 16, 64, 64, 64, 64]
+    assert tl_mla.target_pieces(16, 2, tl_mla.Knobs(pad_rows=True), 132) == 132
+    assert not any(k.pad_rows or k.balanced or k.ws for k in tl_mla.CANDIDATES)  # still under measurement
     assert tl_mla.target_pieces(128, 1, tl_mla.Knobs(), 132) == 66  # two row tiles share the SMs
     assert tl_mla.target_pieces(16, 1, tl_mla.Knobs(ctas_per_sm=2), 132) == 264
 

@@ -120,6 +120,14 @@ def mla_decode(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bflo
     return Build(m.mla_decode_split_kv, (heads, s_q, dtype, m.D_QK ** -0.5), knobs)
 
 
+def mla_decode_ws(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
+    """The warp-specialized candidate (Hopper's wgmma, mbarriers and register budgets)."""
+    from kernels import mla_decode as m
+    from kernels.mla_decode_ws import mla_decode_ws as builder
+
+    return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(ws=True).builder_args())
+
+
 def mla_decode_combine(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
     """The merge of sequences the work plan cut into pieces."""
     from kernels import mla_decode as m
@@ -222,6 +230,7 @@ KERNELS: dict[str, tuple[str, Callable[..., Build]]] = {
     "flash_attention_bwd": ("flash_attention_bwd", flash_attention_bwd),
     "mla_decode": ("mla_decode", mla_decode),
     "mla_decode_combine": ("mla_decode", mla_decode_combine),
+    "mla_decode_ws": ("mla_decode", mla_decode_ws),
     "sparse_mla": ("sparse_mla", sparse_mla),
     "sparse_mla_pipelined": ("sparse_mla", sparse_mla_pipelined),
     "sparse_mla_narrow": ("sparse_mla", sparse_mla_narrow),

@@ -1,0 +1,35 @@
+"""tools/ab_candidates.py on the CPU: its cases are valid cases of the experiments, both sides of
+every pair exist, and it takes its gate from the configs (the timing itself needs a GPU)."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import ab_candidates as ab  # noqa: E402
+
+from experiments import mla_decode  # noqa: E402
+from kernels import gemm, mla_decode as tl_mla  # noqa: E402
+
+
+def test_mla_cases_are_valid_and_the_candidates_are_knobs():
+    for spec in ab.MLA_CASES:
+        mla_decode.validate_case({"grid": "ab", "dtype": "bf16", "s_q": 1, **spec})
+    for candidate in ({"pad_rows": True, "balanced": True}, {"ws": True}):
+        assert tl_mla.Knobs(**candidate) != tl_mla.Knobs()
+
+
+def test_gemm_pairs_differ_somewhere_and_unseen_shapes_are_unseen():
+    assert not set(ab.GEMM_STUDY) & set(ab.GEMM_UNSEEN)
+    differ = [s for s in ab.GEMM_STUDY + ab.GEMM_UNSEEN if gemm.heuristic_knobs(*s) != gemm.model_knobs(*s)]
+    assert len(differ) > len(ab.GEMM_STUDY)
+
+
+def test_gate_is_the_sweeps_gate():
+    assert ab._tolerance("mla_decode", "bf16") == {"rel_l2": 3.0e-3, "max_abs_rel": 5.0e-2}
+    assert ab._tolerance("mla_decode", "fp16")["rel_l2"] == 2.0e-3
+
+
+def test_unknown_study_is_refused():
+    with pytest.raises(SystemExit):
+        ab.main(["flash"])

@@ -1,0 +1,177 @@
+"""A/B of kernel candidates against the defaults they would replace, in one run on one GPU, with
+the suite's timer and gate: each pair is timed in interleaved trials (A B B A), and a candidate
+becomes a default only when no case is slower beyond noise.
+
+    python tools/ab_candidates.py mla gemm ws --out ab/     # on a GPU; CSV + log per study
+
+  mla   MLA decode: Knobs() against Knobs(pad_rows=True, balanced=True) (32-row tiles padded to
+        64 rows for wgmma; the plan that picks its cap by simulated finish time), on the grid's
+        weakest cases and a few controls
+  ws    MLA decode: the warp-specialized candidate (Knobs(ws=True)) against Knobs()
+  gemm  GEMM: heuristic_knobs (the default) against model_knobs, bf16, on the schedule study's
+        30 shapes and 24 it never saw, cuBLAS beside
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TRIALS = ("a", "b", "b", "a")
+
+
+def _timer():
+    from repro.measure.settings import TimerSettings
+    from repro.measure.timer import L2Flusher, time_cuda
+
+    settings = TimerSettings(warmup_ms=20, rep_ms=80, min_reps=10, max_reps=200, flush_l2=True, cuda_graph=False)
+    flusher = L2Flusher()
+    return lambda fn: time_cuda(fn, settings, flusher).median_ms
+
+
+def _pair(time_it, fns: dict) -> dict:
+    """Interleaved trials; the mean of each side's trial medians."""
+    got = {"a": [], "b": []}
+    for side in TRIALS:
+        got[side].append(time_it(fns[side]))
+    return {side: sum(v) / len(v) for side, v in got.items()} | {f"{s}_trials": got[s] for s in got}
+
+
+MLA_CASES = [dict(batch=128, h_q=16, s_q=2, seqlen=8192, lengths="varied"), dict(batch=128, h_q=32, seqlen=8192, lengths="varied"),
+             dict(batch=128, h_q=32, seqlen=8192, lengths="equal"), dict(batch=128, h_q=16, s_q=2, seqlen=8192, lengths="equal"),
+             dict(batch=128, h_q=16, seqlen=8192, lengths="varied"), dict(batch=128, h_q=16, seqlen=8192, lengths="equal"),
+             dict(batch=128, h_q=128, seqlen=8192, lengths="equal"), dict(batch=128, h_q=128, seqlen=8192, lengths="varied"),
+             dict(batch=64, h_q=128, seqlen=8192, lengths="equal", dtype="fp16"),
+             dict(batch=128, h_q=64, s_q=2, seqlen=8192, lengths="varied"), dict(batch=32, h_q=128, seqlen=1024, lengths="one_long"),
+             dict(batch=32, h_q=16, seqlen=1024, lengths="one_long"), dict(batch=128, h_q=128, seqlen=64, lengths="short"),
+             dict(batch=128, h_q=16, s_q=2, seqlen=64, lengths="match_over_page"), dict(batch=37, h_q=128, seqlen=300, lengths="short"),
+             dict(batch=3, h_q=32, s_q=2, seqlen=5000, lengths="varied")]
+
+
+def _tolerance(experiment: str, dtype: str) -> dict:
+    """The sweep's gate: configs/bench/default.yaml, overridden by the experiment's `tolerance`."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    bench = yaml.safe_load((root / "bench" / "default.yaml").read_text())
+    own = yaml.safe_load((root / "experiment" / f"{experiment}.yaml").read_text()).get("tolerance") or {}
+    return {**bench["tolerance"][dtype], **own.get(dtype, {})}
+
+
+def mla(out: Path, candidate: dict, name: str) -> None:
+    import torch
+
+    from experiments import mla_decode as E
+    from kernels import mla_decode as M
+    from repro.measure.gate import default_check
+
+    time_it = _timer()
+    with open(out / f"{name}.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case", "default_ms", "candidate_ms", "speedup", "default_trials", "candidate_trials", "gate"])
+        for spec in MLA_CASES:
+            case = {"grid": "ab", "dtype": "bf16", "s_q": 1, **spec}
+            inputs = E.make_inputs(case, 1, "cuda")
+            ref, args = E.reference(case, inputs), E._args(inputs)
+            fns, gate = {}, []
+            try:
+                for side, knobs in (("a", M.Knobs()), ("b", M.Knobs(**candidate))):
+                    plan = M.make_plan(inputs["cache_seqlens"], case["h_q"], case["s_q"], knobs)
+                    check = default_check(M.mla_decode(*args, plan=plan, check=True), ref, _tolerance("mla_decode", case["dtype"]))
+                    gate.append(bool(check["passed"]))
+                    fns[side] = (lambda p=plan: M.mla_decode(*args, plan=p, check=False))
+                t = _pair(time_it, fns)
+                label = ",".join(f"{k}={v}" for k, v in spec.items())
+                w.writerow([label, t["a"], t["b"], t["a"] / t["b"], t["a_trials"], t["b_trials"], gate])
+                print(f"{name} {label}: default {t['a'] * 1e3:.1f} us, candidate {t['b'] * 1e3:.1f} us "
+                      f"({t['a'] / t['b']:.2f}x), gate {gate}", flush=True)
+            except Exception as exc:  # named, and the other cases go on
+                print(f"{name} {spec}: FAILED {type(exc).__name__}: {str(exc)[-300:]}", flush=True)
+            del inputs, ref
+            torch.cuda.empty_cache()
+
+
+GEMM_STUDY = [(129, 4096, 4096), (257, 4096, 4096), (128, 2112, 7168), (200, 7168, 2048), (3, 4096, 14336), (1, 18432, 7168),
+              (4096, 7168, 2048), (1024, 1024, 1024), (5000, 5000, 5000), (8192, 8192, 8192), (1000, 3000, 777), (512, 512, 512),
+              (2048, 2048, 2048), (16, 4096, 4096), (64, 8192, 8192), (256, 10240, 8192), (512, 4096, 4096), (384, 7168, 2048),
+              (8, 57344, 8192), (128, 7168, 16384), (1536, 1536, 1536), (4096, 4096, 4096), (8192, 1536, 7168), (8192, 7168, 2048),
+              (2000, 7168, 2048), (192, 24576, 1536), (32, 32768, 512), (100, 4096, 4096), (1000, 1000, 1000), (3000, 3000, 3000)]
+GEMM_UNSEEN = [(2, 7168, 2048), (48, 4096, 4096), (96, 8192, 8192), (128, 4096, 4096), (160, 4096, 14336), (256, 4096, 4096),
+               (320, 8192, 8192), (640, 2048, 2048), (768, 768, 768), (1280, 5120, 5120), (2304, 2304, 2304), (6144, 6144, 6144),
+               (4000, 4000, 4000), (12288, 4096, 4096), (1024, 14336, 4096), (512, 1536, 7168), (33, 7168, 2048), (65, 4096, 4096),
+               (130, 8192, 1024), (384, 384, 384), (192, 7168, 2048), (24, 28672, 8192), (1000, 8192, 3000), (3000, 1000, 8192)]
+
+
+def _precompile(job):
+    from kernels.gemm import heuristic_knobs, model_knobs, plan_gemm
+
+    M, N, K = job
+    for knobs in {heuristic_knobs(M, N, K), model_knobs(M, N, K)}:
+        plan_gemm(M, N, K, "bf16", knobs)
+    return job
+
+
+def gemm(out: Path) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from kernels.gemm import heuristic_knobs, model_knobs, plan_gemm
+
+    shapes = [(s, "study") for s in GEMM_STUDY] + [(s, "unseen") for s in GEMM_UNSEEN]
+    started = time.time()
+    with ProcessPoolExecutor(16) as pool:  # fills TileLang's kernel cache in parallel
+        list(pool.map(_precompile, [s for s, _ in shapes]))
+    print(f"gemm: compiled in {time.time() - started:.0f} s", flush=True)
+    time_it = _timer()
+    with open(out / "gemm.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["M", "N", "K", "set", "default", "candidate", "default_ms", "candidate_ms", "cublas_ms",
+                    "default_trials", "candidate_trials"])
+        for (M, N, K), which in shapes:
+            torch.manual_seed(0)
+            a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+            b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
+            ref, c = a.float() @ b.float(), torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
+            pair = {"a": heuristic_knobs(M, N, K), "b": model_knobs(M, N, K)}
+            fns = {}
+            for side, knobs in pair.items():
+                plan = plan_gemm(M, N, K, "bf16", knobs)
+                c.fill_(float("nan"))
+                plan(a, b, c)
+                err = float((c.float() - ref).norm() / ref.norm())
+                if not err < 1e-2:
+                    raise SystemExit(f"gemm {M}x{N}x{K} {side}: relative error {err:.3g}")
+                fns[side] = (lambda p=plan: p(a, b, c))
+            t = _pair(time_it, fns)
+            cublas = time_it(lambda: torch.matmul(a, b, out=c))
+            w.writerow([M, N, K, which, pair["a"], pair["b"], t["a"], t["b"], cublas, t["a_trials"], t["b_trials"]])
+            print(f"gemm {which:6s} {M}x{N}x{K}: default {cublas / t['a']:.2f}x cuBLAS, candidate "
+                  f"{cublas / t['b']:.2f}x ({t['a'] / t['b']:.2f}x the default)", flush=True)
+            del a, b, ref, c
+            torch.cuda.empty_cache()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("studies", nargs="+", choices=["mla", "ws", "gemm"])
+    p.add_argument("--out", default="ab", help="folder for the CSV files")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for study in args.studies:
+        if study == "mla":
+            mla(out, {"pad_rows": True, "balanced": True}, "mla")
+        elif study == "ws":
+            mla(out, {"ws": True}, "mla_ws")
+        else:
+            gemm(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
