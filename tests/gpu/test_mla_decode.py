@@ -125,3 +125,25 @@ def test_outputs_are_fully_written():
     out_b, _ = mla_decode(*_args(b))
     assert torch.isfinite(out_a).all() and torch.isfinite(out_b).all()
     assert (out_a != out_b).float().mean() > 0.99
+
+
+CANDIDATE_KNOBS = {"pad_rows+balanced": {"pad_rows": True, "balanced": True}, "ws": {"ws": True}}
+
+
+@pytest.mark.parametrize("candidate", list(CANDIDATE_KNOBS))
+@pytest.mark.parametrize("params", CASES, ids=IDS)
+def test_candidates_match_reference(candidate, params):
+    """The candidates under measurement (tools/ab_candidates.py) pass the same gate on every case
+    above: padded 32-row tiles, the balanced plan, the warp-specialized kernel (padded rows at
+    h_q 16, cut sequences through the combine, NaN past every length)."""
+    import torch
+
+    from kernels.mla_decode import Knobs, make_plan, mla_decode
+
+    case = _case(*params)
+    inputs = EXPERIMENT.make_inputs(case, 13, "cuda")
+    plan = make_plan(inputs["cache_seqlens"], case["h_q"], case["s_q"], Knobs(**CANDIDATE_KNOBS[candidate]))
+    out = mla_decode(*_args(inputs), plan=plan)
+    torch.cuda.synchronize()
+    res = default_check(out, EXPERIMENT.reference(case, inputs), TOL[case["dtype"]])
+    assert res["passed"], res["error"]
