@@ -2,7 +2,7 @@
 the suite's timer and gate: each pair is timed in interleaved trials (A B B A), and a candidate
 becomes a default only when no case is slower beyond noise.
 
-    python tools/ab_candidates.py mla gemm ws --out ab/     # on a GPU; CSV + log per study
+    python tools/ab_candidates.py mla gemm ws --out outputs/ab   # on a GPU: a CSV per study
 
   mla   MLA decode: Knobs() against Knobs(pad_rows=True, balanced=True) (32-row tiles padded to
         64 rows for wgmma; the plan that picks its cap by simulated finish time), on the grid's
@@ -159,7 +159,7 @@ def gemm(out: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("studies", nargs="+", choices=["mla", "ws", "gemm"])
-    p.add_argument("--out", default="ab", help="folder for the CSV files")
+    p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
