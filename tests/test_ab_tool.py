@@ -33,3 +33,11 @@ def test_gate_is_the_sweeps_gate():
 def test_unknown_study_is_refused():
     with pytest.raises(SystemExit):
         ab.main(["flash"])
+
+
+def test_study_menu_holds_both_defaults_and_the_wave_filling_tiles():
+    for shape in [(129, 4096, 4096), (256, 10240, 8192), (8192, 8192, 8192), (3, 4096, 14336)]:
+        menu = ab.study_menu(*shape)
+        assert gemm.heuristic_knobs(*shape) in menu and gemm.model_knobs(*shape) in menu
+        assert len(set(menu)) == len(menu)
+    assert any(k.block_N == 160 for k in ab.study_menu(256, 10240, 8192))

@@ -10,6 +10,8 @@ becomes a default only when no case is slower beyond noise.
   ws    MLA decode: the warp-specialized candidate (Knobs(ws=True)) against Knobs()
   gemm  GEMM: heuristic_knobs (the default) against model_knobs, bf16, on the schedule study's
         30 shapes and 24 it never saw, cuBLAS beside
+  gemm-study  every schedule of study_menu on the study's 30 shapes, one timing each: the data
+        model_knobs is fit to (tile widths 160/192 that fill a wave are in it, untimed so far)
 """
 from __future__ import annotations
 
@@ -156,9 +158,89 @@ def gemm(out: Path) -> None:
             torch.cuda.empty_cache()
 
 
+def study_menu(M: int, N: int, K: int) -> list:
+    """Every schedule the GEMM search tries for the shape, plus tiles it does not: swapped tiles
+    up to 256 rows, split 64/128-row tiles for mid M, swizzled variants, and widths that fill a
+    wave where 128 and 256 leave one part-empty (160, 192; 192-row tiles)."""
+    from dataclasses import replace
+
+    from kernels import gemm as G
+
+    out = list(G.candidates(M, N, K))
+    if 128 < M <= 256:
+        rows = 8 * G._ceil(M, 8)
+        for bn, bk in ((128, 64), (64, 128), (128, 128)):
+            out += G._tile(M, N, K, rows, bn, bk, 8, 128, True, 132)
+    if M > 64:
+        for bm, bn, want, threads in ((128, 160, 4, 256), (128, 192, 4, 256), (192, 128, 3, 384), (64, 192, 4, 128)):
+            out += G._tile(M, N, K, bm, bn, 64, want, threads, False, 132, split=False)
+    if 256 < M <= 2048:
+        for bm, bn, want, threads in ((128, 128, 4, 256), (128, 256, 3, 256), (64, 128, 6, 128), (64, 256, 4, 128)):
+            out += G._tile(M, N, K, bm, bn, 64, want, threads, False, 132)
+    if M > 256:
+        out += [replace(k, swizzle_panel=8) for k in out if k.algo == "tile" and k.swizzle_panel == 0]
+    return list(dict.fromkeys(out + [G.heuristic_knobs(M, N, K), G.model_knobs(M, N, K)]))
+
+
+def _precompile_menu(job):
+    from kernels.gemm import plan_gemm
+
+    M, N, K, knobs = job
+    try:
+        plan_gemm(M, N, K, "bf16", knobs)
+        return None
+    except Exception as exc:  # named in the CSV, the others go on
+        return (str(exc).strip().splitlines() or [repr(exc)])[-1][:200]
+
+
+def gemm_study(out: Path) -> None:
+    """Every schedule of study_menu on the study's 30 shapes (one timing each): the data that
+    model_knobs' tile throughputs come from (the unseen shapes stay unseen: the A/B checks on them)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from kernels.gemm import heuristic_knobs, model_knobs, plan_gemm
+
+    jobs = [(M, N, K, k) for (M, N, K) in GEMM_STUDY for k in study_menu(M, N, K)]
+    started = time.time()
+    with ProcessPoolExecutor(16) as pool:
+        errors = dict(zip([(j[0], j[1], j[2], j[3]) for j in jobs], pool.map(_precompile_menu, jobs, chunksize=1)))
+    print(f"gemm-study: {len(jobs)} schedules compiled in {time.time() - started:.0f} s", flush=True)
+    time_it = _timer()
+    with open(out / "gemm_study.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["M", "N", "K", "knobs", "default", "model", "ms", "cublas_ms", "error"])
+        for (M, N, K) in GEMM_STUDY:
+            torch.manual_seed(0)
+            a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+            b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
+            ref, c = a.float() @ b.float(), torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
+            cublas = time_it(lambda: torch.matmul(a, b, out=c))
+            best = None
+            for knobs in study_menu(M, N, K):
+                error, ms = errors.get((M, N, K, knobs)), ""
+                if error is None:
+                    plan = plan_gemm(M, N, K, "bf16", knobs)
+                    c.fill_(float("nan"))
+                    plan(a, b, c)
+                    err = float((c.float() - ref).norm() / ref.norm())
+                    if err < 1e-2:
+                        ms = time_it(lambda p=plan: p(a, b, c))
+                        best = min(best or ms, ms)
+                    else:
+                        error = f"wrong: relative error {err:.3g}"
+                w.writerow([M, N, K, knobs, knobs == heuristic_knobs(M, N, K), knobs == model_knobs(M, N, K), ms,
+                            cublas, error or ""])
+            print(f"gemm-study {M}x{N}x{K}: best {cublas / best:.2f}x cuBLAS" if best else f"{M}x{N}x{K}: none ran",
+                  flush=True)
+            del a, b, ref, c
+            torch.cuda.empty_cache()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "ws", "gemm"])
+    p.add_argument("studies", nargs="+", choices=["mla", "ws", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -168,8 +250,10 @@ def main(argv=None) -> int:
             mla(out, {"pad_rows": True, "balanced": True}, "mla")
         elif study == "ws":
             mla(out, {"ws": True}, "mla_ws")
-        else:
+        elif study == "gemm":
             gemm(out)
+        else:
+            gemm_study(out)
     return 0
 
 
