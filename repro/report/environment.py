@@ -116,8 +116,37 @@ def appendix_rows(results: Results) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+TIMING_NOTE = ("From each run's manifest: the wall time of the whole run, the schedule search within it, and "
+               "the time spent in whole cases run in a child process (compile, inputs, gate and timing together).")
+TIMING_HEADER = ["Hardware", "Run", "What ran", "Cases", "Wall (s)", "Search (s)", "Cases in a child (s)", "Date"]
+
+
+def _seconds(value) -> str:
+    return f"{float(value):.0f}" if isinstance(value, (int, float)) else ""
+
+
+def timing_rows(results: Results) -> list[list[str]]:
+    """How long each recorded run took, from its manifest: a sweep's wall time, its schedule
+    search and its cases run in a child process; a quick run's wall time and its kernels' cases.
+    Runs whose manifests carry no timing (older ones, a run cut before its end) are left out."""
+    rows = []
+    for (hw, run), m in sorted(results.manifests.items()):
+        date = str(m.get("timestamp", ""))[:10]
+        if isinstance(m.get("sweep"), dict):
+            sw = m["sweep"]
+            rows.append([hw, run, f"sweep: {sw.get('experiment', '')}", str(sw.get("cases", "")),
+                         _seconds(sw.get("wall_s")), _seconds(sw.get("search_s")), _seconds(sw.get("isolated_s")), date])
+        if isinstance(m.get("quick"), dict):
+            q, kernels = m["quick"], m["quick"].get("kernels") or {}
+            timed = sum(float(k.get("isolated_s", 0)) for k in kernels.values() if isinstance(k, dict))
+            rows.append([hw, run, "quick: " + ", ".join(sorted(kernels)), str(q.get("cases", "")),
+                         _seconds(q.get("wall_s")), "", _seconds(timed) if kernels else "", date])
+    return rows
+
+
 def write_environment(results: Results, out: Path) -> list[Path]:
     header, rows = appendix_rows(results)
+    timing = timing_rows(results)
     intro = ("Every run writes a manifest next to its results (`results/<hardware>/env-<run_id>.json`). "
              "This appendix lists them field by field.")
     if not results.manifests:
@@ -129,7 +158,12 @@ def write_environment(results: Results, out: Path) -> list[Path]:
         notes = caveats(results)
         md = (f"# Environment\n\n{intro}\n\n{markdown_table(header, rows)}\n\n"
               + "\n".join(f"- {n}" for n in notes) + f"\n\nManifests:\n\n{links}\n")
+        if timing:
+            md += f"\n## Time per run\n\n{TIMING_NOTE}\n\n{markdown_table(TIMING_HEADER, timing)}\n"
         tex = latex_escape(intro) + "\n\n" + latex_table(header, rows, "Run manifests.", "tab:environment",
                                                        wrap_first=False)
         tex += "\n\\begin{itemize}\n" + "".join(f"\\item {latex_escape(n)}\n" for n in notes) + "\\end{itemize}\n"
+        if timing:
+            tex += "\n" + latex_escape(TIMING_NOTE) + "\n\n" + latex_table(TIMING_HEADER, timing, "Time per run.",
+                                                                       "tab:run-times", wrap_first=False)
     return [write(out / "environment.md", md), write(out / "environment.tex", tex)]
