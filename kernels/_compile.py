@@ -29,6 +29,18 @@ def default_target():
     return HOPPER
 
 
+def sm_count(device=None) -> int:
+    """The SM count of `device` (default: the current CUDA device), or 132 (an H100 SXM or H200)
+    where there is none: compile-only use, or a CPU tensor's device."""
+    import torch
+
+    if device is not None and getattr(device, "type", "cuda") != "cuda":
+        return 132
+    if not torch.cuda.is_available():
+        return 132
+    return torch.cuda.get_device_properties(torch.cuda.current_device() if device is None else device).multi_processor_count
+
+
 def target_from_string(text: str):
     """'sm_90a' / 'sm_80' -> CUDA target dict; 'hip' or 'gfx942' -> HIP; anything else as is."""
     if text.startswith("sm_"):

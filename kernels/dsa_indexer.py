@@ -15,7 +15,7 @@ import functools
 
 import tilelang.language as T
 
-from kernels._compile import compile_kernel
+from kernels._compile import compile_kernel, sm_count
 
 FP8 = "float8_e4m3"
 PASS_CONFIGS = {"tl.enable_fast_math": True}
@@ -114,12 +114,6 @@ def indexer_knobs(heads: int, dim: int, t: int, s: int, sms: int = 132, choice: 
     return {**knobs, "kv_splits": splits}
 
 
-def _sm_count(device) -> int:
-    import torch
-
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
-
-
 def validate(q, k, k_scale, weights, starts, ends) -> None:
     import torch
 
@@ -144,7 +138,7 @@ def dsa_indexer(q, k, k_scale, weights, starts, ends, out=None, choice: int = 0,
 
     validate(q, k, k_scale, weights, starts, ends)
     t, heads, dim = q.shape
-    params = {**indexer_knobs(heads, dim, t, k.shape[0], _sm_count(q.device), choice), **knobs}
+    params = {**indexer_knobs(heads, dim, t, k.shape[0], sm_count(q.device), choice), **knobs}
     kernel = compile_kernel(lightning_indexer, heads, dim, pass_configs=PASS_CONFIGS, **params)
     if out is None:
         out = torch.empty(t, k.shape[0], dtype=torch.float32, device=q.device)

@@ -20,7 +20,7 @@ import functools
 
 import tilelang.language as T
 
-from kernels._compile import compile_kernel
+from kernels._compile import compile_kernel, sm_count
 
 INDEX_BITS = 17  # positions < 2**17 = 131072 fit in the low part of the composite key
 KEY_BITS = 32 + INDEX_BITS
@@ -157,12 +157,6 @@ def topk_knobs(topk: int, t: int = 4096, s: int = 8192, sms: int = 132) -> dict:
     return {"threads": 1024, "radix_bits": 11, "items": 4, "splits": splits}
 
 
-def _sm_count(device) -> int:
-    import torch
-
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
-
-
 def validate(logits, starts, ends, topk: int) -> None:
     import torch
 
@@ -183,7 +177,7 @@ def dsa_topk(logits, starts, ends, topk: int = 2048, out=None, **knobs):
 
     validate(logits, starts, ends, topk)
     t, s = logits.shape
-    params = {**topk_knobs(topk, t, s, _sm_count(logits.device)), **knobs}
+    params = {**topk_knobs(topk, t, s, sm_count(logits.device)), **knobs}
     splits = params.pop("splits")
     if out is None:
         out = torch.empty(t, topk, dtype=torch.int32, device=logits.device)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import tilelang.language as T
 
-from kernels._compile import compile_kernel
+from kernels._compile import compile_kernel, sm_count as device_sms
 
 DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
@@ -189,11 +189,12 @@ def _swapped(M: int, N: int, K: int, sm_count: int) -> GemmKnobs:
 
 def model_knobs(M: int, N: int, K: int, sm_count: int = 132) -> GemmKnobs:
     """A candidate default under measurement (heuristic_knobs stays the default until an A/B
-    on one card shows it no slower on any shape): a choice without measuring. Up to 64 rows (and 128, or 192 over many columns): swapped tiles. Otherwise the
-    tile of MODEL_TILES that finishes first: waves of tiles over the SMs, each wave as long as
-    one tile's work at that tile's relative throughput (64-row tiles only when rows of A are not
-    16-byte aligned, where no TMA copy serves). Never split-K: its reduction costs more than
-    it saves at every shape measured with more than 64 rows."""
+    on one card shows it no slower on any shape), chosen without measuring. Up to 64 rows (and
+    128, or 192 over many columns): swapped tiles. Otherwise the tile of MODEL_TILES that
+    finishes first: waves of tiles over the SMs, each wave as long as one tile's work at that
+    tile's relative throughput (64-row tiles only when rows of A are not 16-byte aligned, where
+    no TMA copy serves). No split-K there: its reduction cost more than it saved at every shape
+    of the study with more than 64 rows, except 128 rows swapped."""
     if M <= 64 or M == 128 or (M == 192 and _ceil(N, 128) >= sm_count):
         return _swapped(M, N, K, sm_count)
     tiles = [(k, eff) for k, eff in MODEL_TILES if K % 8 == 0 or k.block_M == 64]
@@ -251,7 +252,7 @@ class GemmPlan:
 
 
 def plan_gemm(M: int, N: int, K: int, dtype: str, knobs: GemmKnobs | None = None, target=None) -> GemmPlan:
-    return GemmPlan(M, N, K, dtype, knobs or heuristic_knobs(M, N, K, _sm_count()), target)
+    return GemmPlan(M, N, K, dtype, knobs or heuristic_knobs(M, N, K, device_sms()), target)
 
 
 def gemm(a, b, out, knobs: GemmKnobs | None = None):
@@ -263,16 +264,7 @@ def gemm(a, b, out, knobs: GemmKnobs | None = None):
     if not (a.dtype == b.dtype == out.dtype):
         raise ValueError(f"gemm: dtypes differ: {a.dtype}, {b.dtype}, {out.dtype}")
     dtype = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(a.dtype), str(a.dtype))
-    return _plan(M, N, K, dtype, knobs or heuristic_knobs(M, N, K, _sm_count()))(a, b, out)
-
-
-def _sm_count() -> int:
-    """This device's SM count (132 on an H100 SXM or H200; compile-only use without a GPU)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-    return 132
+    return _plan(M, N, K, dtype, knobs or heuristic_knobs(M, N, K, device_sms()))(a, b, out)
 
 
 _PLANS: dict = {}

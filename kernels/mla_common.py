@@ -173,3 +173,36 @@ def online_softmax(block_H: int, block_N: int, scale: float):
             l[r] = l[r] * alpha[r] + row_sum[r]
 
     return step
+
+
+def padded_rows_io(block_H: int, rows: int, h_q: int, scale: float):
+    """TileLang macros for a row tile that may run past the `rows` query rows (a zero-padded
+    tile): `load_q` copies Q's rows into Q_s / Qpe_s with zeros past the last row; `store`
+    writes columns c0.. of the normalized O tile (the final output of a whole sequence, else
+    the piece's partial) and, with with_lse, the rows' LSE, for existing rows only."""
+    import tilelang.language as T
+
+    @T.macro
+    def load_q(Q, Q_s, Qpe_s, b, r0):
+        for r, d in T.Parallel(block_H, D_V):
+            Q_s[r, d] = T.if_then_else(r0 + r < rows, Q[b, r0 + r, d], 0)
+        for r, d in T.Parallel(block_H, D_PE):
+            Qpe_s[r, d] = T.if_then_else(r0 + r < rows, Q[b, r0 + r, D_V + d], 0)
+
+    @T.macro
+    def store(acc, cols, c0, l, m, b, r0, slot, whole, O, LSE, O_part, LSE_part, with_lse):
+        for r, d in T.Parallel(block_H, cols):
+            if r0 + r < rows:
+                if whole:
+                    O[b, r0 + r, c0 + d] = acc[r, d]
+                else:
+                    O_part[slot, r0 + r, c0 + d] = acc[r, d]
+        if with_lse:
+            for r in T.Parallel(block_H):
+                if r0 + r < rows:
+                    if whole:
+                        LSE[b, (r0 + r) % h_q, (r0 + r) // h_q] = (T.log2(l[r]) + m[r] * scale) * LN2
+                    else:
+                        LSE_part[slot, r0 + r] = T.log2(l[r]) + m[r] * scale
+
+    return load_q, store

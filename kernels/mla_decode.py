@@ -18,13 +18,12 @@ lse fp32 [b, h_q, s_q] (natural log). Query token i of s_q sees cache positions
 < len - (s_q - 1 - i): the new tokens are already the last s_q entries of the cache.
 """
 
-import functools
 import math
 from dataclasses import asdict, dataclass
 
-from kernels._compile import compile_kernel, default_target
+from kernels._compile import compile_kernel, default_target, sm_count as device_sms
 from kernels.mla_common import (D_PE, D_QK, D_V, LN2, LOG2E, PAGE, PLAN_FIELDS, check_mla_inputs, check_mla_plan,
-                                 online_softmax)
+                                 online_softmax, padded_rows_io)
 from kernels.mla_decode_ws import mla_decode_ws
 
 
@@ -63,6 +62,7 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
     padded = rows % block_H != 0  # e.g. 32 rows in a 64-row tile: rows past `rows` are zeros, not written
     scale = sm_scale * LOG2E  # scores go through exp2, so fold log2(e) into the scale
     softmax = online_softmax(block_H, block_N, scale)
+    load_q_rows, store_rows = padded_rows_io(block_H, rows, h_q, scale)
     batch, num_tokens, max_pages, pieces, slots = T.dynamic("batch num_tokens max_pages pieces slots")
 
     @T.prim_func
@@ -96,10 +96,7 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
             seqlen = cache_seqlens[b]
             last = T.ceildiv(seqlen, block_N) - 1
             if padded:
-                for r, d in T.Parallel(block_H, D_V):
-                    Q_s[r, d] = T.if_then_else(r0 + r < rows, Q[b, r0 + r, d], 0)
-                for r, d in T.Parallel(block_H, D_PE):
-                    Qpe_s[r, d] = T.if_then_else(r0 + r < rows, Q[b, r0 + r, D_V + d], 0)
+                load_q_rows(Q, Q_s, Qpe_s, b, r0)
             else:
                 T.copy(Q[b, r0:r0 + block_H, 0:D_V], Q_s)
                 T.copy(Q[b, r0:r0 + block_H, D_V:D_QK], Qpe_s)
@@ -138,18 +135,8 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
             for r, d in T.Parallel(block_H, D_V):
                 acc_o[r, d] /= T.max(l[r], 1e-30)
             if padded:  # only the rows that exist
-                for r, d in T.Parallel(block_H, D_V):
-                    if r0 + r < rows:
-                        if seq_slot[b + 1] - seq_slot[b] == 1:
-                            O[b, r0 + r, d] = acc_o[r, d]
-                        else:
-                            O_part[plan[p, 3], r0 + r, d] = acc_o[r, d]
-                for r in T.Parallel(block_H):
-                    if r0 + r < rows:
-                        if seq_slot[b + 1] - seq_slot[b] == 1:
-                            LSE[b, (r0 + r) % h_q, (r0 + r) // h_q] = (T.log2(l[r]) + m[r] * scale) * LN2
-                        else:
-                            LSE_part[plan[p, 3], r0 + r] = T.log2(l[r]) + m[r] * scale
+                store_rows(acc_o, D_V, 0, l, m, b, r0, plan[p, 3], seq_slot[b + 1] - seq_slot[b] == 1,
+                           O, LSE, O_part, LSE_part, True)
             elif seq_slot[b + 1] - seq_slot[b] == 1:  # the whole sequence is here: final output
                 T.copy(acc_o, O[b, r0:r0 + block_H, :])
                 for r in T.Parallel(block_H):
@@ -245,15 +232,6 @@ def mla_decode_plan(lengths, block_N, ctas, balanced=False):
     return torch.tensor(plan, dtype=torch.int32).view(-1, PLAN_FIELDS), torch.tensor(seq_slot, dtype=torch.int32)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count() -> int:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_properties(0).multi_processor_count
-    return 132  # H100 SXM, for compile-only use
-
-
 def default_knobs(h_q: int, s_q: int) -> Knobs:
     """The table used when no searched schedule is cached: 64-key blocks double-buffered (231 KB
     of shared memory at 64 rows, the most that fits)."""
@@ -280,7 +258,7 @@ def row_tile(rows: int, pad_rows: bool = False) -> int:
 def target_pieces(h_q: int, s_q: int, knobs: Knobs, sm_count: int | None = None) -> int:
     """Pieces so that (row tiles x pieces) CTAs fill the SMs ctas_per_sm times."""
     tiles = -(-s_q * h_q // row_tile(s_q * h_q, knobs.pad_rows or knobs.ws))
-    return max(1, (sm_count or _sm_count()) * max(1, knobs.ctas_per_sm) // tiles)
+    return max(1, (sm_count or device_sms()) * max(1, knobs.ctas_per_sm) // tiles)
 
 
 def builder_args(knobs: Knobs, target=None) -> dict:

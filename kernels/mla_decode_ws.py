@@ -15,7 +15,7 @@ last block's keys past the length are masked in S and their (possibly NaN) cache
 before either consumer multiplies P by V.
 """
 
-from kernels.mla_common import D_PE, D_QK, D_V, LN2, LOG2E, PAGE, PLAN_FIELDS, online_softmax
+from kernels.mla_common import D_PE, D_QK, D_V, LOG2E, PAGE, PLAN_FIELDS, online_softmax, padded_rows_io
 
 
 def mla_decode_ws(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
@@ -24,27 +24,8 @@ def mla_decode_ws(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
     rows, accum, block_H, half = s_q * h_q, "float32", 64, D_V // 2
     scale = sm_scale * LOG2E
     softmax = online_softmax(block_H, block_N, scale)
+    load_q, store = padded_rows_io(block_H, rows, h_q, scale)
     batch, num_tokens, max_pages, pieces, slots = T.dynamic("batch num_tokens max_pages pieces slots")
-
-    @T.macro
-    def store(acc, l_, m_, c0, b, r0, slot, whole, O, LSE, O_part, LSE_part, with_lse):
-        """A warpgroup's half of O (final, or a partial of a cut sequence) and, from consumer 0,
-        the rows' LSE."""
-        for r, d in T.Parallel(block_H, half):
-            acc[r, d] /= T.max(l_[r], 1e-30)
-        for r, d in T.Parallel(block_H, half):
-            if r0 + r < rows:
-                if whole:
-                    O[b, r0 + r, c0 + d] = acc[r, d]
-                else:
-                    O_part[slot, r0 + r, c0 + d] = acc[r, d]
-        if with_lse:
-            for r in T.Parallel(block_H):
-                if r0 + r < rows:
-                    if whole:
-                        LSE[b, (r0 + r) % h_q, (r0 + r) // h_q] = (T.log2(l_[r]) + m_[r] * scale) * LN2
-                    else:
-                        LSE_part[slot, r0 + r] = T.log2(l_[r]) + m_[r] * scale
 
     @T.prim_func
     def split_kv_ws(
@@ -86,11 +67,7 @@ def mla_decode_ws(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
             n, seqlen = plan[p, 2] - plan[p, 1], cache_seqlens[b]
             last, whole = T.ceildiv(seqlen, block_N) - 1, seq_slot[b + 1] - seq_slot[b] == 1
             tx = T.get_thread_binding()
-            for r, d in T.Parallel(block_H, D_QK):  # zeros past the last row
-                if d < D_V:
-                    Q_s[r, d] = T.if_then_else(r0 + r < rows, Q[b, r0 + r, d], 0)
-                else:
-                    Qpe_s[r, d - D_V] = T.if_then_else(r0 + r < rows, Q[b, r0 + r, d], 0)
+            load_q(Q, Q_s, Qpe_s, b, r0)  # zeros past the last row
             T.fence_proxy_async()
             T.barrier_arrive(q_ready)
 
@@ -131,7 +108,9 @@ def mla_decode_ws(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
                             T.barrier_arrive(free[st])
                 T.copy(l, l_s)
                 T.barrier_arrive(l_ready)
-                store(acc_l, l, m, 0, b, r0, plan[p, 3], whole, O, LSE, O_part, LSE_part, True)
+                for r, d in T.Parallel(block_H, half):
+                    acc_l[r, d] /= T.max(l[r], 1e-30)
+                store(acc_l, half, 0, l, m, b, r0, plan[p, 3], whole, O, LSE, O_part, LSE_part, True)
             elif tx < 256:  # consumer 1: right half of O
                 T.set_max_nreg(168, 1)
                 T.fill(acc_r, 0)
@@ -149,7 +128,9 @@ def mla_decode_ws(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
                                 T.barrier_arrive(p_free)
                 T.barrier_arrive(l_ready)
                 T.barrier_wait(l_ready, 0)
-                store(acc_r, l_s, m, half, b, r0, plan[p, 3], whole, O, LSE, O_part, LSE_part, False)
+                for r, d in T.Parallel(block_H, half):
+                    acc_r[r, d] /= T.max(l_s[r], 1e-30)
+                store(acc_r, half, half, l_s, m, b, r0, plan[p, 3], whole, O, LSE, O_part, LSE_part, False)
             else:  # producer: K/V blocks through the block table, 16 bytes a copy
                 T.set_max_nreg(80, 0)
                 t = tx - 256

@@ -27,7 +27,7 @@ import math
 
 import tilelang.language as T
 
-from kernels._compile import compile_kernel
+from kernels._compile import compile_kernel, sm_count
 
 LOG2E = 1.4426950408889634
 PASS_CONFIGS = {"tl.enable_fast_math": True}
@@ -394,12 +394,6 @@ def validate(q, kv, indices, dim_v: int = 512) -> None:
         raise ValueError(f"heads={heads} is not supported: sparse MLA takes {SUPPORTED_HEADS} query heads")
 
 
-def _sm_count(device) -> int:
-    import torch
-
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
-
-
 def sparse_mla(q, kv, indices, sm_scale: float | None = None, dim_v: int = 512, out=None, lse=None,
                choice: int = 0, family: str | None = None, **knobs):
     """(out bf16 [t, heads, dim_v], lse fp32 [t, heads]) of sparse MLA forward. `family`
@@ -410,7 +404,7 @@ def sparse_mla(q, kv, indices, sm_scale: float | None = None, dim_v: int = 512, 
     t, heads, d_qk = q.shape
     topk = indices.shape[2]
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(d_qk)
-    params = {**sparse_mla_knobs(heads, topk, t, _sm_count(q.device), choice, family), **knobs}
+    params = {**sparse_mla_knobs(heads, topk, t, sm_count(q.device), choice, family), **knobs}
     kernel, combine = build(heads, d_qk, dim_v, topk, scale, params)
     out = torch.empty(t, heads, dim_v, dtype=q.dtype, device=q.device) if out is None else out
     lse = torch.empty(t, heads, dtype=torch.float32, device=q.device) if lse is None else lse
