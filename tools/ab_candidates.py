@@ -7,6 +7,7 @@ becomes a default only when no case is slower beyond noise.
   mla   MLA decode: Knobs() against Knobs(pad_rows=True, balanced=True) (32-row tiles padded to
         64 rows for wgmma; the plan that picks its cap by simulated finish time), on the grid's
         weakest cases and a few controls
+  mla-pad, mla-balanced   the same cases, each of the two changes alone
   ws    MLA decode: the warp-specialized candidate (Knobs(ws=True)) against Knobs()
   gemm  GEMM: heuristic_knobs (the default) against model_knobs, bf16, on the schedule study's
         30 shapes and 24 it never saw, cuBLAS beside
@@ -89,6 +90,7 @@ def mla(out: Path, candidate: dict, name: str) -> None:
                 t = _pair(time_it, fns)
                 label = ",".join(f"{k}={v}" for k, v in spec.items())
                 w.writerow([label, t["a"], t["b"], t["a"] / t["b"], t["a_trials"], t["b_trials"], gate])
+                fh.flush()  # a run cut short keeps what it measured
                 print(f"{name} {label}: default {t['a'] * 1e3:.1f} us, candidate {t['b'] * 1e3:.1f} us "
                       f"({t['a'] / t['b']:.2f}x), gate {gate}", flush=True)
             except Exception as exc:  # named, and the other cases go on
@@ -143,6 +145,7 @@ def gemm(out: Path) -> None:
             t = _pair(time_it, fns)
             cublas = time_it(lambda: torch.matmul(a, b, out=c))
             w.writerow([M, N, K, which, pair["a"], pair["b"], t["a"], t["b"], cublas, t["a_trials"], t["b_trials"]])
+            fh.flush()
             print(f"gemm {which:6s} {M}x{N}x{K}: default {cublas / t['a']:.2f}x cuBLAS, candidate "
                   f"{cublas / t['b']:.2f}x ({t['a'] / t['b']:.2f}x the default)", flush=True)
             del a, b, ref, c
@@ -232,7 +235,7 @@ def gemm_study(out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "ws", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "mla-balanced", "ws", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -240,6 +243,10 @@ def main(argv=None) -> int:
     for study in args.studies:
         if study == "mla":
             mla(out, {"pad_rows": True, "balanced": True}, "mla")
+        elif study == "mla-pad":
+            mla(out, {"pad_rows": True}, "mla_pad")
+        elif study == "mla-balanced":
+            mla(out, {"balanced": True}, "mla_balanced")
         elif study == "ws":
             mla(out, {"ws": True}, "mla_ws")
         elif study == "gemm":
