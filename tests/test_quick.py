@@ -70,8 +70,10 @@ def test_selftest_runs_the_real_path_and_marks_a_planted_regression(tmp_path, ca
         out = df.copy()
         for case in out["case"].unique():
             base = out.loc[(out["case"] == case) & (out["backend"] == "einsum"), "trial_ms"].iloc[0]
-            ours = ";".join(f"{float(x) / ratio:.6g}" for x in base.split(";"))
-            out.loc[(out["case"] == case) & (out["backend"] == "matmul"), "trial_ms"] = ours
+            ours = [float(x) / ratio for x in base.split(";")]
+            mine = (out["case"] == case) & (out["backend"] == "matmul")
+            out.loc[mine, "trial_ms"] = ";".join(f"{x:.6g}" for x in ours)
+            out.loc[mine, "median_ms"] = f"{sorted(ours)[len(ours) // 2]:.6g}"
         return out
 
     previous = tmp_path / "previous.csv"
@@ -94,6 +96,21 @@ def test_selftest_runs_the_real_path_and_marks_a_planted_regression(tmp_path, ca
     captured = capsys.readouterr()
     assert REGRESSION in captured.out and "n=64" in captured.err and "n=96" in captured.err
     assert _selftest(tmp_path, "--table", "--card", "cpu", "--previous", str(previous)) == 0  # marked, not failed
+
+
+def test_a_ratio_that_fell_because_the_baseline_got_faster_is_not_ours():
+    entries = qp.load_plan(selftest=True)
+    key = entries[0].cases[0].key
+
+    def rows(ours_ms, base_ms, code):
+        return [{"case": key, "backend": b, "status": "ok", "median_ms": ms, "trial_ms": f"{ms};{ms};{ms}",
+                 "code_hash": code} for b, ms in (("matmul", ours_ms), ("einsum", base_ms))]
+
+    before = rows(1.0, 2.0, "aaaaaaaaaaaa")
+    held = score(entries, rows(1.01, 1.5, "bbbbbbbbbbbb"), before)[0]  # ours held, the baseline 25% faster
+    assert not held.regression and "baseline faster; ours -1%" in held.change
+    slower = score(entries, rows(1.3, 2.0, "bbbbbbbbbbbb"), before)[0]  # ours 30% slower: ours
+    assert slower.regression and REGRESSION in slower.change
 
 
 def test_a_case_that_stopped_passing_is_a_regression():

@@ -1,6 +1,7 @@
 """A quick record as a scoreboard: per case, ours over its baseline with a 95% interval, and the
 change against the previous record of the same card, regressions marked. A change between two
-records of the same code (same code hash) is the card's run-to-run spread: shown, never marked.
+records of the same code (same code hash) is the card's run-to-run spread: shown, never marked;
+so is a fall of the ratio while our own time held (the baseline got faster, not our kernel slower).
 Pure functions of rows."""
 from __future__ import annotations
 
@@ -137,7 +138,19 @@ def _change(new: Ratio, old: Ratio, old_row, new_row, min_drop: float) -> tuple[
     if _same_code(old_row, new_row):  # the card's run-to-run spread, not a change of ours
         return f"{text} (same code)", False
     bad = regressed(new, old, min_drop)
+    if bad and not _slower(old_row, new_row, min_drop):
+        return f"{text} (baseline faster; ours {_time_change(old_row, new_row)})", False
     return (f"{text} {REGRESSION}" if bad else text), bad
+
+
+def _slower(old_row, new_row, min_drop: float) -> bool:
+    """Our own median time rose by more than min_drop against the previous record."""
+    old, new = _num(old_row.get("median_ms")), _num(new_row.get("median_ms"))
+    return old is None or new is None or new > old * (1 + min_drop)
+
+
+def _time_change(old_row, new_row) -> str:
+    return f"{(_num(old_row['median_ms']) / _num(new_row['median_ms']) - 1) * 100:+.0f}%"
 
 
 def _same_code(old_row, new_row) -> bool:
