@@ -123,9 +123,9 @@ def tuned_knobs(case: dict):
         from kernels.gemm_fp8 import Fp8Knobs, fp8_candidates
 
         return Fp8Knobs(**found) if found else fp8_candidates(case["M"], case["N"], case["K"], case["dtype"] == "fp8_block")[0]
-    from kernels.gemm import GemmKnobs, heuristic_knobs
+    from kernels.gemm import GemmKnobs, default_knobs
 
-    return GemmKnobs.from_dict(found) if found else heuristic_knobs(case["M"], case["N"], case["K"])
+    return GemmKnobs.from_dict(found) if found else default_knobs(case["M"], case["N"], case["K"])
 
 
 def prepare(cases_: list[dict], backends: list[str]) -> None:

@@ -188,8 +188,8 @@ def _swapped(M: int, N: int, K: int, sm_count: int) -> GemmKnobs:
 
 
 def model_knobs(M: int, N: int, K: int, sm_count: int = 132) -> GemmKnobs:
-    """A candidate default under measurement (heuristic_knobs stays the default until an A/B
-    on one card shows it no slower on any shape), chosen without measuring. Up to 64 rows (and
+    """The wave-count model (default_knobs takes it where it measured faster), chosen without
+    measuring. Up to 64 rows (and
     128, or 192 over many columns): swapped tiles. Otherwise the tile of MODEL_TILES that
     finishes first: waves of tiles over the SMs, each wave as long as one tile's work at that
     tile's relative throughput (64-row tiles only when rows of A are not 16-byte aligned, where
@@ -208,6 +208,17 @@ def model_knobs(M: int, N: int, K: int, sm_count: int = 132) -> GemmKnobs:
     if M <= 256 and best.block_M == 64 and best.block_N == 128:  # short K loops: deeper pipeline
         best = replace(best, num_stages=6, swizzle_panel=0)
     return best
+
+
+def default_knobs(M: int, N: int, K: int, sm_count: int = 132) -> GemmKnobs:
+    """The schedule used when none was searched: model_knobs, where an A/B of the two on the
+    H200 (54 shapes) found it faster, else heuristic_knobs: the heuristic's own schedule when
+    the model picks the heuristic's tile, split and K step (large squares: its 3-stage
+    pipeline measured 1-5% faster there), and from 65 to 128 rows (the model lost 3-4% at 96x8192x8192 and
+    128x4096x4096, won at others: not decided by the model)."""
+    old, new = heuristic_knobs(M, N, K, sm_count), model_knobs(M, N, K, sm_count)
+    shape = lambda k: (k.block_M, k.block_N, k.block_K, k.threads, k.split_k, k.swap)  # all but the pipeline
+    return old if shape(old) == shape(new) or 64 < M <= 128 else new
 
 
 def compile_gemm(M: int, N: int, K: int, dtype: str, knobs: GemmKnobs, target=None):
@@ -252,7 +263,7 @@ class GemmPlan:
 
 
 def plan_gemm(M: int, N: int, K: int, dtype: str, knobs: GemmKnobs | None = None, target=None) -> GemmPlan:
-    return GemmPlan(M, N, K, dtype, knobs or heuristic_knobs(M, N, K, device_sms()), target)
+    return GemmPlan(M, N, K, dtype, knobs or default_knobs(M, N, K, device_sms()), target)
 
 
 def gemm(a, b, out, knobs: GemmKnobs | None = None):
@@ -264,7 +275,7 @@ def gemm(a, b, out, knobs: GemmKnobs | None = None):
     if not (a.dtype == b.dtype == out.dtype):
         raise ValueError(f"gemm: dtypes differ: {a.dtype}, {b.dtype}, {out.dtype}")
     dtype = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(a.dtype), str(a.dtype))
-    return _plan(M, N, K, dtype, knobs or heuristic_knobs(M, N, K, device_sms()))(a, b, out)
+    return _plan(M, N, K, dtype, knobs or default_knobs(M, N, K, device_sms()))(a, b, out)
 
 
 _PLANS: dict = {}

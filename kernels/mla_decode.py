@@ -19,7 +19,7 @@ lse fp32 [b, h_q, s_q] (natural log). Query token i of s_q sees cache positions
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from kernels._compile import compile_kernel, default_target, sm_count as device_sms
 from kernels.mla_common import (D_PE, D_QK, D_V, LN2, LOG2E, PAGE, PLAN_FIELDS, check_mla_inputs, check_mla_plan,
@@ -39,17 +39,20 @@ class Knobs:
     stages: int = 2
     threads: int = 256
     ctas_per_sm: int = 1
-    # Candidates under measurement (not yet in CANDIDATES): 32-row tiles padded to 64 rows (wgmma
-    # instead of mma); the plan that picks its cap by simulated finish time; the warp-specialized
-    # kernel of kernels/mla_decode_ws.py (its own three warpgroups: `threads` unused).
-    pad_rows: bool = False
-    balanced: bool = False
+    # pad_rows: 32 rows in a zero-padded 64-row tile (wgmma instead of mma); None: make_plan
+    # pads when the plan's pieces are long (PAD_MIN_BLOCKS). balanced: the plan of the cap
+    # that finishes first by the plan's cost model (the default plan when none beats it).
+    # ws: the warp-specialized kernel of kernels/mla_decode_ws.py (a candidate under measurement:
+    # its own three warpgroups, `threads` unused).
+    pad_rows: bool | None = None
+    balanced: bool = True
     ws: bool = False
 
     def builder_args(self) -> dict:
         if self.ws:
             return {"block_N": self.block_N, "stages": self.stages}
-        return {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "ws")}
+        args = {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "ws")}
+        return {**args, "pad_rows": bool(self.pad_rows)}  # None (decided by the plan) builds unpadded
 
 
 def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads=256, tma_loads=True, pad_rows=False):
@@ -188,6 +191,8 @@ def mla_decode_combine(h_q, s_q, dtype, threads=128):
 
 
 PIECE_COST = 2  # a piece's fixed cost (Q load, pipeline fill, its output), in KV blocks
+CUT_COST = 4  # more for a piece of a cut sequence: its fp32 partial written, read back and merged
+PAD_MIN_BLOCKS = 32  # pad 32-row tiles to 64 rows when the plan's pieces average this many blocks
 
 
 def _pieces(blocks, cap, near=False):
@@ -202,33 +207,35 @@ def _pieces(blocks, cap, near=False):
     return sorted(out, key=lambda piece: piece[1] - piece[2]), seq_slot  # stable: then batch order
 
 
-def _makespan(pieces, ctas):
+def _makespan(pieces, seq_slot, ctas):
     """When the last of `ctas` CTA slots finishes, each taking the next piece when it frees."""
     import heapq
 
     free = [0] * max(1, ctas)
-    for _, lo, hi, _ in pieces:
-        heapq.heappush(free, heapq.heappop(free) + hi - lo + PIECE_COST)
+    for b, lo, hi, _ in pieces:
+        cut = seq_slot[b + 1] - seq_slot[b] > 1
+        heapq.heappush(free, heapq.heappop(free) + hi - lo + PIECE_COST + CUT_COST * cut)
     return max(free)
 
 
 def mla_decode_plan(lengths, block_N, ctas, balanced=False):
     """Cut each sequence into pieces of about the mean work per CTA (`ctas` of them; never a
     piece under 4 blocks unless its sequence is), largest first, so the long work starts first.
-    balanced=True: of a few caps (that mean and fractions of it, and no cut at all), the one
-    whose pieces, dealt largest first to the CTA slot that frees first, finish first, a piece
-    costing PIECE_COST blocks more than its keys (ties: fewer pieces). Returns (plan int32
+    balanced=True: of that plan and a few caps (the mean and fractions of it, and no cut at all),
+    the one whose pieces, dealt largest first to the CTA slot that frees first, finish first, a
+    piece costing PIECE_COST blocks more than its keys and a piece of a cut sequence CUT_COST
+    more again (ties: that plan, then fewer pieces). Returns (plan int32
     [pieces, 4]: sequence, first block, end block (exclusive), slot; seq_slot int32 [b + 1]:
     sequence b's pieces hold slots seq_slot[b] .. seq_slot[b + 1] - 1)."""
     import torch
 
     blocks = [max(1, math.ceil(int(n) / block_N)) for n in lengths]
     mean = sum(blocks) / max(1, ctas)
+    plan, seq_slot = _pieces(blocks, max(4, math.ceil(mean)), near=True)
     if balanced:
         caps = sorted({max(4, math.ceil(mean / d)) for d in (1, 1.5, 2, 3, 4, 6, 8)} | {max(blocks)}, reverse=True)
-        plan, seq_slot = min((_pieces(blocks, cap) for cap in caps), key=lambda p: (_makespan(p[0], ctas), len(p[0])))
-    else:
-        plan, seq_slot = _pieces(blocks, max(4, math.ceil(mean)), near=True)
+        options = [(plan, seq_slot)] + [_pieces(blocks, cap) for cap in caps]
+        plan, seq_slot = min(options, key=lambda p: (_makespan(p[0], p[1], ctas), p is not options[0], len(p[0])))
     return torch.tensor(plan, dtype=torch.int32).view(-1, PLAN_FIELDS), torch.tensor(seq_slot, dtype=torch.int32)
 
 
@@ -249,7 +256,7 @@ def candidates(h_q: int, s_q: int) -> tuple:
     return CANDIDATES if s_q * h_q >= 64 else tuple(k for k in CANDIDATES if k.block_N == 64)
 
 
-def row_tile(rows: int, pad_rows: bool = False) -> int:
+def row_tile(rows: int, pad_rows: bool | None = False) -> int:
     """Rows per CTA: 64 (one wgmma M), or all of them when fewer (TileLang then uses mma); with
     pad_rows, more than 16 rows go in a zero-padded 64-row tile (wgmma on a half-empty tile)."""
     return 64 if pad_rows and rows > 16 else min(64, rows)
@@ -295,6 +302,10 @@ def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None, cta
     k = knobs or default_knobs(h_q, s_q)
     pieces, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N, ctas or target_pieces(h_q, s_q, k),
                                        balanced=k.balanced)
+    if k.pad_rows is None:  # pad 32-row tiles where the pieces are long enough to repay it
+        blocks = pieces[:, 2] - pieces[:, 1]
+        k = replace(k, pad_rows=bool(row_tile(s_q * h_q, True) != row_tile(s_q * h_q)
+                                     and float(blocks.float().mean()) * k.block_N / 64 >= PAD_MIN_BLOCKS))
     slots, dev = int(seq_slot[-1]), cache_seqlens.device
     cut = slots > cache_seqlens.shape[0]
     slots = slots if cut else 1  # nothing cut: no partial outputs, a one-slot placeholder

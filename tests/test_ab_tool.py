@@ -13,9 +13,9 @@ from kernels import gemm, mla_decode as tl_mla  # noqa: E402
 
 
 def test_mla_cases_are_valid_and_the_candidates_are_knobs():
-    for spec in ab.MLA_CASES:
+    for spec in ab.MLA_CASES + ab.PAD_SWEEP:
         mla_decode.validate_case({"grid": "ab", "dtype": "bf16", "s_q": 1, **spec})
-    for candidate in ({"pad_rows": True, "balanced": True}, {"ws": True}):
+    for candidate in ({"pad_rows": True, "balanced": False}, {"ws": True}, ab.REPLACED):
         assert tl_mla.Knobs(**candidate) != tl_mla.Knobs()
 
 
@@ -23,6 +23,17 @@ def test_gemm_pairs_differ_somewhere_and_unseen_shapes_are_unseen():
     assert not set(ab.GEMM_STUDY) & set(ab.GEMM_UNSEEN)
     differ = [s for s in ab.GEMM_STUDY + ab.GEMM_UNSEEN if gemm.heuristic_knobs(*s) != gemm.model_knobs(*s)]
     assert len(differ) > len(ab.GEMM_STUDY)
+    assert any(gemm.heuristic_knobs(*s) != gemm.default_knobs(*s) for s in ab.GEMM_STUDY + ab.GEMM_UNSEEN)
+
+
+def test_mla_precompile_builds_a_kernel_the_timed_pass_will_ask_for():
+    from kernels._compile import compile_kernel
+    from kernels.mla_common import D_QK
+
+    knobs = tl_mla.Knobs(pad_rows=True)
+    assert ab._precompile_mla((16, 2, "bf16", knobs)) is None
+    args = tl_mla.builder_args(knobs)
+    assert compile_kernel(tl_mla.mla_decode_split_kv, 16, 2, "bfloat16", float(D_QK ** -0.5), **args) is not None
 
 
 def test_gate_is_the_sweeps_gate():

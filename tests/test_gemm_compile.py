@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kernels._compile import HOPPER
-from kernels.gemm import (CANDIDATES, GemmKnobs, candidates, compile_gemm, compile_reduce, heuristic_knobs, model_knobs,
+from kernels.gemm import (CANDIDATES, GemmKnobs, candidates, compile_gemm, compile_reduce, default_knobs, heuristic_knobs, model_knobs,
                           split_for)
 from kernels.gemm_fp8 import compile_gemm_fp8, fp8_candidates
 from kernels.gemv import vector_width
@@ -153,3 +153,14 @@ def test_model_knobs_picks_compile():
     for knobs in {model_knobs(*shape) for shape in [(129, 4096, 4096), (128, 2112, 7168), (1000, 3000, 777)]}:
         M, N, K = next(s for s in MODEL_PICKS if model_knobs(*s) == knobs)
         assert "wgmma" in compile_gemm(M, N, K, "bf16", knobs, target=HOPPER).get_kernel_source()
+
+
+@pytest.mark.parametrize("shape, source", [
+    ((129, 4096, 4096), "model"), ((16, 4096, 4096), "model"), ((2048, 2048, 2048), "model"),   # model's own tile
+    ((8192, 8192, 8192), "heuristic"),  # the model picks the heuristic's tile: the heuristic's pipeline
+    ((96, 8192, 8192), "heuristic"), ((128, 4096, 4096), "heuristic"),  # 65-128 rows: the heuristic
+])
+def test_default_knobs_takes_the_model_only_where_it_measured_faster(shape, source):
+    want = model_knobs(*shape) if source == "model" else heuristic_knobs(*shape)
+    assert default_knobs(*shape) == want
+    assert model_knobs(*shape) != heuristic_knobs(*shape) or source == "heuristic"

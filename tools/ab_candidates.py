@@ -4,13 +4,15 @@ becomes a default only when no case is slower beyond noise.
 
     python tools/ab_candidates.py mla gemm ws --out outputs/ab   # on a GPU: a CSV per study
 
-  mla   MLA decode: Knobs() against Knobs(pad_rows=True, balanced=True) (32-row tiles padded to
-        64 rows for wgmma; the plan that picks its cap by simulated finish time), on the grid's
-        weakest cases and a few controls
-  mla-pad, mla-balanced   the same cases, each of the two changes alone
+  mla   MLA decode: the default it replaced (Knobs(pad_rows=False, balanced=False)) against
+        Knobs() (32-row tiles padded to 64 rows for wgmma where the pieces are long; the plan
+        that picks its cap by simulated finish time, a cut sequence costing more), on the grid's
+        weakest cases, a few controls and 32-row cases from 4 to 128 blocks per sequence
+  mla-pad   32-row tiles always padded (Knobs(pad_rows=True, balanced=False)) against the
+        replaced default on the 32-row length sweep: where padding starts to pay
   ws    MLA decode: the warp-specialized candidate (Knobs(ws=True)) against Knobs()
-  gemm  GEMM: heuristic_knobs (the default) against model_knobs, bf16, on the schedule study's
-        30 shapes and 24 it never saw, cuBLAS beside
+  gemm  GEMM: heuristic_knobs (the default it replaced) against default_knobs (model_knobs where
+        it measured faster), bf16, on the schedule study's 30 shapes and 24 it never saw, cuBLAS beside
   gemm-study  every schedule of study_menu on the study's 30 shapes, one timing each: the data
         model_knobs is fit to (tile widths 160/192 that fill a wave are in it, untimed so far)
 """
@@ -20,6 +22,7 @@ import argparse
 import csv
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -65,24 +68,39 @@ def _tolerance(experiment: str, dtype: str) -> dict:
     return {**bench["tolerance"][dtype], **own.get(dtype, {})}
 
 
-def mla(out: Path, candidate: dict, name: str) -> None:
+PAD_SWEEP = [dict(batch=batch, h_q=h_q, s_q=s_q, seqlen=seqlen, lengths="equal") for h_q, s_q in ((16, 2), (32, 1))
+             for batch, seqlen in ((128, 256), (128, 1024), (128, 2048), (128, 4096), (16, 8192))]
+REPLACED = {"pad_rows": False, "balanced": False}  # MLA decode's default before 2026-12-03
+
+
+def mla(out: Path, candidate: dict, name: str, base: dict | None = None, cases: list | None = None) -> None:
     import torch
 
     from experiments import mla_decode as E
     from kernels import mla_decode as M
     from repro.measure.gate import default_check
 
+    from concurrent.futures import ProcessPoolExecutor
+
+    started, jobs = time.time(), set()
+    for spec in cases or MLA_CASES:
+        for knobs in (M.Knobs(**(base or {})), M.Knobs(**candidate)):
+            for pad in ((False, True) if knobs.pad_rows is None else (knobs.pad_rows,)):
+                jobs.add((spec["h_q"], spec.get("s_q", 1), spec.get("dtype", "bf16"), replace(knobs, pad_rows=pad)))
+    with ProcessPoolExecutor(8) as pool:  # fills TileLang's kernel cache in parallel
+        list(pool.map(_precompile_mla, sorted(jobs, key=str)))
+    print(f"{name}: {len(jobs)} kernels compiled in {time.time() - started:.0f} s", flush=True)
     time_it = _timer()
     with open(out / f"{name}.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["case", "default_ms", "candidate_ms", "speedup", "default_trials", "candidate_trials", "gate"])
-        for spec in MLA_CASES:
+        for spec in cases or MLA_CASES:
             case = {"grid": "ab", "dtype": "bf16", "s_q": 1, **spec}
             inputs = E.make_inputs(case, 1, "cuda")
             ref, args = E.reference(case, inputs), E._args(inputs)
             fns, gate = {}, []
             try:
-                for side, knobs in (("a", M.Knobs()), ("b", M.Knobs(**candidate))):
+                for side, knobs in (("a", M.Knobs(**(base or {}))), ("b", M.Knobs(**candidate))):
                     plan = M.make_plan(inputs["cache_seqlens"], case["h_q"], case["s_q"], knobs)
                     check = default_check(M.mla_decode(*args, plan=plan, check=True), ref, _tolerance("mla_decode", case["dtype"]))
                     gate.append(bool(check["passed"]))
@@ -97,6 +115,21 @@ def mla(out: Path, candidate: dict, name: str) -> None:
                 print(f"{name} {spec}: FAILED {type(exc).__name__}: {str(exc)[-300:]}", flush=True)
             del inputs, ref
             torch.cuda.empty_cache()
+
+
+def _precompile_mla(job):
+    """Compile one MLA decode kernel (h_q, s_q, dtype, knobs) into TileLang's kernel cache."""
+    from kernels import mla_decode as M
+    from kernels._compile import compile_kernel
+    from kernels.mla_common import D_QK
+
+    h_q, s_q, dtype, knobs = job
+    builder = M.mla_decode_ws if knobs.ws else M.mla_decode_split_kv
+    try:
+        compile_kernel(builder, h_q, s_q, {"bf16": "bfloat16", "fp16": "float16"}[dtype], float(D_QK ** -0.5),
+                       **M.builder_args(knobs))
+    except Exception as exc:  # the timed pass names it
+        return str(exc)[-200:]
 
 
 GEMM_STUDY = [(129, 4096, 4096), (257, 4096, 4096), (128, 2112, 7168), (200, 7168, 2048), (3, 4096, 14336), (1, 18432, 7168),
@@ -115,12 +148,12 @@ def gemm(out: Path) -> None:
 
     import torch
 
-    from kernels.gemm import heuristic_knobs, model_knobs, plan_gemm
+    from kernels.gemm import default_knobs, heuristic_knobs, plan_gemm
 
     shapes = [(s, "study") for s in GEMM_STUDY] + [(s, "unseen") for s in GEMM_UNSEEN]
     started = time.time()
     with ProcessPoolExecutor(16) as pool:  # fills TileLang's kernel cache in parallel
-        list(pool.map(_precompile, [(*s, k) for s, _ in shapes for k in {heuristic_knobs(*s), model_knobs(*s)}]))
+        list(pool.map(_precompile, [(*s, k) for s, _ in shapes for k in {heuristic_knobs(*s), default_knobs(*s)}]))
     print(f"gemm: compiled in {time.time() - started:.0f} s", flush=True)
     time_it = _timer()
     with open(out / "gemm.csv", "w", newline="") as fh:
@@ -132,7 +165,7 @@ def gemm(out: Path) -> None:
             a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
             b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
             ref, c = a.float() @ b.float(), torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
-            pair = {"a": heuristic_knobs(M, N, K), "b": model_knobs(M, N, K)}
+            pair = {"a": heuristic_knobs(M, N, K), "b": default_knobs(M, N, K)}
             fns = {}
             for side, knobs in pair.items():
                 plan = plan_gemm(M, N, K, "bf16", knobs)
@@ -235,18 +268,16 @@ def gemm_study(out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "mla-balanced", "ws", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for study in args.studies:
         if study == "mla":
-            mla(out, {"pad_rows": True, "balanced": True}, "mla")
+            mla(out, {}, "mla", base=REPLACED, cases=MLA_CASES + PAD_SWEEP)
         elif study == "mla-pad":
-            mla(out, {"pad_rows": True}, "mla_pad")
-        elif study == "mla-balanced":
-            mla(out, {"balanced": True}, "mla_balanced")
+            mla(out, {"pad_rows": True, "balanced": False}, "mla_pad", base=REPLACED, cases=PAD_SWEEP)
         elif study == "ws":
             mla(out, {"ws": True}, "mla_ws")
         elif study == "gemm":
