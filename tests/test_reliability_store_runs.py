@@ -198,7 +198,8 @@ def _rows_in(path: Path) -> int:
 def test_ctrl_c_keeps_the_rows_says_how_to_resume_and_exits_130(tmp_path, isolate):
     sizes = ",".join(str(n) for n in range(8, 40))
     args = [sys.executable, str(ROOT / "run.py"), "experiment=selftest", "backends=[matmul]", f"sizes=[{sizes}]",
-            f"bench.isolate={isolate}", "bench.rep_ms=100", "bench.correctness_trials=1", f"results_dir={tmp_path}"]
+            f"bench.isolate={isolate}", "bench.rep_ms=100", "bench.max_reps=100000",  # ~0.1 s a case: time to interrupt
+            "bench.correctness_trials=1", f"results_dir={tmp_path}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     path, deadline = tmp_path / "cpu" / "selftest.csv", time.monotonic() + 240
