@@ -24,6 +24,17 @@ def test_write_then_reload(tmp_path):
     assert len(ResultsStore(tmp_path, "h100", "gemm").df) == 2
 
 
+def test_rows_not_rewritten_keep_their_figures_to_the_last_digit(tmp_path):
+    """Writing one backend's row reads and writes back the others: their figures must not move
+    (pandas 2 parses floats to within one ulp unless asked for round_trip)."""
+    s = ResultsStore(tmp_path, "h100", "gemm")
+    s.write([row(median_ms=0.9210879802703857, tflops=0.002275581909756011, rel_l2=0.0006197690963745117)])
+    before = (tmp_path / "h100" / "gemm.csv").read_text().splitlines()[1]
+    ResultsStore(tmp_path, "h100", "gemm").write([row(backend="cublas", median_ms=0.5)])
+    after = (tmp_path / "h100" / "gemm.csv").read_text().splitlines()
+    assert before in after and "0.9210879802703857" in before
+
+
 def test_rewrite_replaces_the_same_case_and_backend(tmp_path):
     s = ResultsStore(tmp_path, "h100", "gemm")
     s.write([row(status="error")])

@@ -469,8 +469,9 @@ def read_csv_checked(path: Path, text: Iterable[str] = (), empty_only: bool = Fa
             raise _damaged(path, "truncated file (the last line is incomplete)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # mixed-type and parser warnings: the checks say what is wrong
+            # round_trip: a row read and written back keeps its figures to the last digit
             return pd.read_csv(path, keep_default_na=not empty_only, na_values=[""] if empty_only else None,
-                               dtype={c: str for c in text}, low_memory=False)
+                               dtype={c: str for c in text}, low_memory=False, float_precision="round_trip")
     except StoreError:
         raise
     except Exception as exc:
