@@ -200,8 +200,10 @@ def test_ctrl_c_keeps_the_rows_says_how_to_resume_and_exits_130(tmp_path, isolat
     args = [sys.executable, str(ROOT / "run.py"), "experiment=selftest", "backends=[matmul]", f"sizes=[{sizes}]",
             f"bench.isolate={isolate}", "bench.rep_ms=100", "bench.max_reps=100000",  # ~0.1 s a case: time to interrupt
             "bench.correctness_trials=1", f"results_dir={tmp_path}"]
+    # SIGINT at its default in the child even when this test runs in a background job, where the
+    # shell has it ignored and every child would inherit that (Python then installs no handler).
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     path, deadline = tmp_path / "cpu" / "selftest.csv", time.monotonic() + 240
     while _rows_in(path) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
