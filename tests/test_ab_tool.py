@@ -52,3 +52,11 @@ def test_study_menu_holds_both_defaults_and_the_wave_filling_tiles():
         assert gemm.heuristic_knobs(*shape) in menu and gemm.model_knobs(*shape) in menu
         assert len(set(menu)) == len(menu)
     assert any(k.block_N == 160 for k in ab.study_menu(256, 10240, 8192))
+
+
+def test_a_run_writes_the_suites_manifest_beside_its_csv_files(tmp_path):
+    import json
+
+    path = ab._manifest(tmp_path, ["gemm"])
+    got = json.loads(path.read_text())
+    assert got["ab_studies"] == ["gemm"] and got["torch"] and got["source_hash"] and "gpu" in got

@@ -2,7 +2,7 @@
 the suite's timer and gate: each pair is timed in interleaved trials (A B B A), and a candidate
 becomes a default only when no case is slower beyond noise.
 
-    python tools/ab_candidates.py mla gemm ws --out outputs/ab   # on a GPU: a CSV per study
+    python tools/ab_candidates.py mla gemm ws --out outputs/ab   # on a GPU: a CSV per study, manifest.json
 
   mla   MLA decode: the default it replaced (Knobs(pad_rows=False, balanced=False)) against
         Knobs() (32-row tiles padded to 64 rows for wgmma where the pieces are long; the plan
@@ -266,6 +266,18 @@ def gemm_study(out: Path) -> None:
             torch.cuda.empty_cache()
 
 
+def _manifest(out: Path, studies: list) -> Path:
+    """The suite's run manifest (card, clocks, versions, commit, source hash) beside the CSV files,
+    with the studies asked for: the provenance of every figure taken from them."""
+    import json
+
+    from repro.results import manifest as mf
+
+    path = out / "manifest.json"
+    path.write_text(json.dumps({**mf.collect(), "ab_studies": studies}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "gemm", "gemm-study"])
@@ -273,6 +285,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    _manifest(out, args.studies)
     for study in args.studies:
         if study == "mla":
             mla(out, {}, "mla", base=REPLACED, cases=MLA_CASES + PAD_SWEEP)
