@@ -375,3 +375,37 @@ def test_radix_select_algorithm_prefers_smaller_index_on_ties(radix_bits):
             valid = [j for j in range(start, end) if math.isfinite(float(row[j]))]
             want = sorted(sorted(valid, key=lambda j: (-float(row[j]), j))[:k])
             assert _replay_radix_select(row, start, end, k, radix_bits) == want
+
+
+@pytest.mark.parametrize("heads", [128, 64, 32, 16])
+def test_sparse_mla_backward_compiles(heads):
+    """The backward (kernels/sparse_mla_bwd.py): wgmma at 64 heads per CTA, mma below; atomics for dkv."""
+    from kernels import sparse_mla_bwd as bwd
+
+    knobs = bwd.knobs(heads)
+    src = compile_kernel(bwd.sparse_mla_bwd, heads, 512, 64, 2048, 576**-0.5, target=HOPPER,
+                         pass_configs=bwd.PASS_CONFIGS, **knobs).get_kernel_source()
+    assert "atomicAdd" in src or "AtomicAdd" in src
+    assert ("wgmma" in src) == (knobs["block_H"] == 64)
+    assert compile_kernel(bwd.sparse_mla_bwd_delta, heads, 512, target=HOPPER).get_kernel_source()
+
+
+@pytest.mark.parametrize("heads", [0, 8, 24, 100])
+def test_sparse_mla_backward_refuses_head_counts_it_cannot_tile(heads):
+    from kernels import sparse_mla_bwd as bwd
+
+    with pytest.raises(ValueError, match="multiple of 16"):
+        bwd.knobs(heads)
+
+
+def test_sparse_mla_backward_refuses_outputs_that_do_not_match_q():
+    import torch
+
+    from kernels.sparse_mla_bwd import sparse_mla_backward
+
+    q = torch.zeros(4, 16, 576, dtype=torch.bfloat16)
+    kv = torch.zeros(10, 1, 576, dtype=torch.bfloat16)
+    idx = torch.zeros(4, 1, 32, dtype=torch.int32)
+    out, lse = torch.zeros(4, 16, 512, dtype=torch.bfloat16), torch.zeros(4, 16)
+    with pytest.raises(ValueError, match="do not match"):
+        sparse_mla_backward(q, kv, idx, out, lse, torch.zeros(4, 8, 512, dtype=torch.bfloat16))

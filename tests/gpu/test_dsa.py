@@ -219,3 +219,43 @@ def test_random_indices_on_device():
     idx = _dsa.random_topk_indices(64, 9000, 2048, _dsa.generator(0, "cuda"), "cuda")
     ordered = idx.sort(dim=1).values
     assert not ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any()
+
+
+def _sparse_mla_grads_reference(q, kv, idx, d_out, scale, d_v):
+    """dq, dkv by autograd through the experiment's fp32 reference (invalid indices: none selected)."""
+    from experiments.sparse_mla import _attend
+
+    qf, kvf = q.float().requires_grad_(), kv.float().requires_grad_()
+    safe = torch.where((idx >= 0) & (idx < kv.shape[0]), idx, torch.full_like(idx, -1))
+    with _dsa.exact_fp32():
+        out, _ = _attend(qf, kvf, safe[:, 0], scale, d_v, torch.float32)
+        out.backward(d_out.float())
+    return qf.grad, kvf.grad
+
+
+@pytest.mark.parametrize("heads", [128, 64, 32, 16])
+@pytest.mark.parametrize("t,s,topk", [(3, 100, 2048), (64, 5000, 2048), (37, 300, 256)])
+def test_sparse_mla_backward_matches_autograd_of_the_reference(heads, t, s, topk):
+    """dq and dkv of kernels/sparse_mla_bwd.py (through kernels.autograd.sparse_mla) against autograd
+    of the fp32 reference: queries that see fewer than topk positions (-1 past them), indices past
+    the kv length, and positions chosen by many queries (dkv accumulates over them)."""
+    from kernels.autograd import sparse_mla
+
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    q = torch.randn(t, heads, 576, device="cuda", generator=gen).bfloat16()
+    kv = torch.randn(s, 1, 576, device="cuda", generator=gen).bfloat16()
+    idx = torch.randint(0, min(s, 64), (t, 1, topk), device="cuda", generator=gen, dtype=torch.int32)
+    idx[:, :, topk // 2:] = torch.randint(0, s, (t, 1, topk - topk // 2), device="cuda", generator=gen, dtype=torch.int32)
+    idx[0, 0, 5:] = -1  # a query that sees five positions
+    idx[-1, 0, 7] = s + 3  # past the kv length: no position
+    d_out = torch.randn(t, heads, 512, device="cuda", generator=gen).bfloat16()
+    scale = 576 ** -0.5
+    qg, kvg = q.clone().requires_grad_(), kv.clone().requires_grad_()
+    out, _ = sparse_mla(qg, kvg, idx, scale)
+    out.backward(d_out)
+    torch.cuda.synchronize()
+    ref_dq, ref_dkv = _sparse_mla_grads_reference(q, kv, idx, d_out, scale, 512)
+    for name, got, ref in (("dq", qg.grad, ref_dq), ("dkv", kvg.grad, ref_dkv)):
+        res = default_check(got, ref, {"rel_l2": 1e-2, "max_abs_rel": 5e-2})
+        assert res["passed"], f"{name}: {res['error']}"
+    assert torch.count_nonzero(kvg.grad[64:min(s, 128)].float()) > 0 or s <= 64  # rows of the second half too
