@@ -259,3 +259,15 @@ def test_sparse_mla_backward_matches_autograd_of_the_reference(heads, t, s, topk
         res = default_check(got, ref, {"rel_l2": 1e-2, "max_abs_rel": 5e-2})
         assert res["passed"], f"{name}: {res['error']}"
     assert torch.count_nonzero(kvg.grad[64:min(s, 128)].float()) > 0 or s <= 64  # rows of the second half too
+
+
+@pytest.mark.parametrize("backend", ["tilelang", "torch"])
+@pytest.mark.parametrize("heads,t,s", [(128, 64, 4096), (16, 300, 9001), (32, 17, 2100)])
+def test_sparse_mla_backward_experiment_passes_its_gate(backend, heads, t, s):
+    """experiments/sparse_mla_bwd.py end to end: each backend's (dq, dkv) against the fp32
+    autograd reference, with the experiment's own tolerance."""
+    from experiments.sparse_mla_bwd import EXPERIMENT as bwd_exp
+
+    case = _mla_case(t, s, heads=heads)
+    bwd_exp.validate_case(case)
+    _gate(bwd_exp, backend, case, {"rel_l2": 1.0e-2, "max_abs_rel": 5.0e-2})
