@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # Which torch to install into a new environment (CI pins the CPU build: TORCH_SPEC=torch==2.13.0).
 TORCH_SPEC ?= torch>=2.11,<=2.14.1
 # Experiments measured by `make reproduce` on a machine with a GPU.
-EXPERIMENTS ?= membw gemm flash_attention mla_decode dsa_indexer dsa_topk sparse_mla
+EXPERIMENTS ?= membw gemm flash_attention flash_attention_bwd train_step mla_decode dsa_indexer dsa_topk sparse_mla sparse_mla_bwd
 RESULTS ?= results
 # `make measure BUDGET=600`: whole seconds for the whole loop; no case starts after them (the one under way
 # ends), later experiments are not started, and the same command resumes. Empty: no limit.
