@@ -217,6 +217,20 @@ def flash_attention_ascend(batch: int, heads: int, seqlen: int, dim: int, dtype:
     return Build(m.flash_attention_ascend, (batch, heads, seqlen, dim, dtype))
 
 
+def sparse_mla_bwd_delta(heads: int, dim: int, tail: int, topk: int) -> Build:
+    """rowsum(out * d_out), the backward's first kernel."""
+    from kernels import sparse_mla_bwd as m
+
+    return Build(m.sparse_mla_bwd_delta, (heads, dim), {}, m.PASS_CONFIGS)
+
+
+def sparse_mla_bwd(heads: int, dim: int, tail: int, topk: int) -> Build:
+    """dq and the selected rows' dkv (kernels/sparse_mla_bwd.py), the module's own schedule."""
+    from kernels import sparse_mla_bwd as m
+
+    return Build(m.sparse_mla_bwd, (heads, dim, tail, topk), m.knobs(heads), m.PASS_CONFIGS)
+
+
 # Row name -> (kernel module, entry). The names are the config's `portability.kernels` keys.
 KERNELS: dict[str, tuple[str, Callable[..., Build]]] = {
     "gemm": ("gemm", gemm),
@@ -235,6 +249,8 @@ KERNELS: dict[str, tuple[str, Callable[..., Build]]] = {
     "sparse_mla_pipelined": ("sparse_mla", sparse_mla_pipelined),
     "sparse_mla_narrow": ("sparse_mla", sparse_mla_narrow),
     "sparse_mla_combine": ("sparse_mla", sparse_mla_combine),
+    "sparse_mla_bwd_delta": ("sparse_mla_bwd", sparse_mla_bwd_delta),
+    "sparse_mla_bwd": ("sparse_mla_bwd", sparse_mla_bwd),
     "dsa_indexer": ("dsa_indexer", dsa_indexer),
     "dsa_topk": ("dsa_topk", dsa_topk),
     "flash_attention_ascend": ("ascend/flash_attention", flash_attention_ascend),
