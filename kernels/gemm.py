@@ -189,12 +189,11 @@ def _swapped(M: int, N: int, K: int, sm_count: int) -> GemmKnobs:
 
 def model_knobs(M: int, N: int, K: int, sm_count: int = 132) -> GemmKnobs:
     """The wave-count model (default_knobs takes it where it measured faster), chosen without
-    measuring. Up to 64 rows (and
-    128, or 192 over many columns): swapped tiles. Otherwise the tile of MODEL_TILES that
-    finishes first: waves of tiles over the SMs, each wave as long as one tile's work at that
-    tile's relative throughput (64-row tiles only when rows of A are not 16-byte aligned, where
-    no TMA copy serves). No split-K there: its reduction cost more than it saved at every shape
-    of the study with more than 64 rows, except 128 rows swapped."""
+    measuring. Up to 64 rows (and 128, or 192 over many columns): swapped tiles. Otherwise the tile
+    of MODEL_TILES that finishes first: waves of tiles over the SMs, each wave as long as one tile's
+    work at that tile's relative throughput (64-row tiles only when rows of A are not 16-byte
+    aligned, where no TMA copy serves). No split-K there: its reduction cost more than it saved at
+    every shape of the study with more than 64 rows, except 128 rows swapped."""
     if M <= 64 or M == 128 or (M == 192 and _ceil(N, 128) >= sm_count):
         return _swapped(M, N, K, sm_count)
     tiles = [(k, eff) for k, eff in MODEL_TILES if K % 8 == 0 or k.block_M == 64]
@@ -214,8 +213,8 @@ def default_knobs(M: int, N: int, K: int, sm_count: int = 132) -> GemmKnobs:
     """The schedule used when none was searched: model_knobs, where an A/B of the two on the
     H200 (54 shapes) found it faster, else heuristic_knobs: the heuristic's own schedule when
     the model picks the heuristic's tile, split and K step (large squares: its 3-stage
-    pipeline measured 1-5% faster there), and from 65 to 128 rows (the model lost 3-4% at 96x8192x8192 and
-    128x4096x4096, won at others: not decided by the model)."""
+    pipeline measured 1-5% faster there), and from 65 to 128 rows (the model lost 3-4% at
+    96x8192x8192 and 128x4096x4096 and won at others: not decided by the model)."""
     old, new = heuristic_knobs(M, N, K, sm_count), model_knobs(M, N, K, sm_count)
     shape = lambda k: (k.block_M, k.block_N, k.block_K, k.threads, k.split_k, k.swap)  # all but the pipeline
     return old if shape(old) == shape(new) or 64 < M <= 128 else new

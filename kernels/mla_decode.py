@@ -29,11 +29,12 @@ from kernels.mla_decode_ws import mla_decode_ws
 
 @dataclass(frozen=True)
 class Knobs:
-    """Schedule. Rows go in tiles of min(64, s_q * h_q); threads=256 is two consumer
-    warpgroups, each owning half of the S tile's keys and 256 of the 512 V output columns
-    (TileLang adds a TMA producer warpgroup on Hopper). block_N divides the 64-token page;
-    stages is the K/V pipeline depth (TMA loads run that many blocks ahead of the GEMMs);
-    ctas_per_sm sets how finely the plan cuts sequences (pieces x row tiles ~ SMs x ctas_per_sm)."""
+    """Schedule. Rows go in tiles of min(64, s_q * h_q) (32 rows padded to 64 where the plan says
+    so, below); threads=256 is two consumer warpgroups, each owning half of the S tile's keys and
+    256 of the 512 V output columns (TileLang adds a TMA producer warpgroup on Hopper). block_N
+    divides the 64-token page; stages is the K/V pipeline depth (TMA loads run that many blocks
+    ahead of the GEMMs); ctas_per_sm sets how finely the plan cuts sequences (pieces x row tiles ~
+    SMs x ctas_per_sm)."""
 
     block_N: int = 64
     stages: int = 2
