@@ -21,10 +21,6 @@ from repro.measure.experiment import Backend, Experiment, needs_module
 BWD_DQK = 576 + 512 + 576 + 576 + 512  # the inner dims of the five GEMMs
 
 
-def cases(cfg) -> list[dict]:
-    return fwd.cases(cfg)
-
-
 def validate_case(case: dict) -> None:
     from kernels.sparse_mla_bwd import knobs
 
@@ -42,7 +38,8 @@ def make_inputs(case: dict, seed: int, device: str) -> dict:
 
 
 def _attend(q, kv, idx, scale: float, d_v: int, dtype):
-    """The forward of experiments/sparse_mla.py written for autograd (no in-place op): a masked
+    """The forward of experiments/sparse_mla.py written for autograd (no in-place op; that one
+    stays in place, as it is also the timed PyTorch forward baseline): a masked
     score is a large negative number, not -inf, and the probabilities are multiplied by the mask,
     so a query with no valid index has out = 0 and every gradient stays finite."""
     import torch
@@ -119,7 +116,7 @@ def build_torch(case: dict, inputs: dict):
 
 EXPERIMENT = Experiment(
     name="sparse_mla_bwd",
-    cases=cases,
+    cases=fwd.cases,
     make_inputs=make_inputs,
     reference=reference,
     flops=flops,

@@ -278,6 +278,12 @@ def builder_args(knobs: Knobs, target=None) -> dict:
     return {**knobs.builder_args(), "tma_loads": False, "stages": 1}
 
 
+def compile_attention(h_q: int, s_q: int, dtype: str, scale: float, args: dict, ws: bool = False):
+    """The attention kernel of a schedule (split-KV, or the warp-specialized one), compiled
+    (cached): args are builder_args(knobs), dtype "bfloat16" or "float16"."""
+    return compile_kernel(mla_decode_ws if ws else mla_decode_split_kv, h_q, s_q, dtype, float(scale), **args)
+
+
 def _torch_dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -339,7 +345,7 @@ def mla_decode(q, kv_cache, block_table, cache_seqlens, *, softmax_scale=None, k
             raise ValueError(f"plan workspace {tuple(plan.o_part.shape)} was made for another shape")
     dtype = _torch_dtype_name(q.dtype)
     scale = float(softmax_scale if softmax_scale is not None else d_qk ** -0.5)
-    split_kv = compile_kernel(mla_decode_ws if k.ws else mla_decode_split_kv, h_q, s_q, dtype, scale, **plan.args)
+    split_kv = compile_attention(h_q, s_q, dtype, scale, plan.args, k.ws)
     out = torch.empty(b, s_q, h_q, D_V, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
     out_rows = out.view(b, rows, D_V)

@@ -129,7 +129,7 @@ def knobs(heads: int) -> dict:
     """The schedule: 64 heads per CTA (two warpgroups), fewer heads in one CTA of 128 threads."""
     if heads <= 0 or heads % 16:
         raise ValueError(f"sparse MLA backward takes a multiple of 16 query heads, got {heads}")
-    block_H = 64 if heads % 64 == 0 else 16 * next(d for d in (2, 1) if heads % (16 * d) == 0 and 16 * d <= heads)
+    block_H = next(b for b in (64, 32, 16) if heads % b == 0)
     return {"block_H": block_H, "block_I": 32, "num_stages": 0, "threads": 256 if block_H == 64 else 128}
 
 

@@ -27,13 +27,9 @@ def test_gemm_pairs_differ_somewhere_and_unseen_shapes_are_unseen():
 
 
 def test_mla_precompile_builds_a_kernel_the_timed_pass_will_ask_for():
-    from kernels._compile import compile_kernel
-    from kernels.mla_common import D_QK
-
     knobs = tl_mla.Knobs(pad_rows=True)
     assert ab._precompile_mla((16, 2, "bf16", knobs)) is None
-    args = tl_mla.builder_args(knobs)
-    assert compile_kernel(tl_mla.mla_decode_split_kv, 16, 2, "bfloat16", float(D_QK ** -0.5), **args) is not None
+    assert tl_mla.compile_attention(16, 2, "bfloat16", tl_mla.D_QK ** -0.5, tl_mla.builder_args(knobs)) is not None
 
 
 def test_gate_is_the_sweeps_gate():

@@ -120,14 +120,11 @@ def mla(out: Path, candidate: dict, name: str, base: dict | None = None, cases: 
 def _precompile_mla(job):
     """Compile one MLA decode kernel (h_q, s_q, dtype, knobs) into TileLang's kernel cache."""
     from kernels import mla_decode as M
-    from kernels._compile import compile_kernel
-    from kernels.mla_common import D_QK
 
     h_q, s_q, dtype, knobs = job
-    builder = M.mla_decode_ws if knobs.ws else M.mla_decode_split_kv
     try:
-        compile_kernel(builder, h_q, s_q, {"bf16": "bfloat16", "fp16": "float16"}[dtype], float(D_QK ** -0.5),
-                       **M.builder_args(knobs))
+        M.compile_attention(h_q, s_q, {"bf16": "bfloat16", "fp16": "float16"}[dtype], M.D_QK ** -0.5,
+                            M.builder_args(knobs), knobs.ws)
     except Exception as exc:  # the timed pass names it
         return str(exc)[-200:]
 
