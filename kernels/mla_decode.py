@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from kernels._compile import compile_kernel, default_target, sm_count as device_sms
 from kernels.mla_common import (D_PE, D_QK, D_V, LN2, LOG2E, PAGE, PLAN_FIELDS, check_mla_inputs, check_mla_plan,
                                  online_softmax, padded_rows_io)
+from kernels.mla_decode_seesaw import mla_decode_seesaw
 from kernels.mla_decode_ws import mla_decode_ws
 
 
@@ -43,16 +44,22 @@ class Knobs:
     # pad_rows: 32 rows in a zero-padded 64-row tile (wgmma instead of mma); None: make_plan
     # pads when the plan's pieces are long (PAD_MIN_BLOCKS). balanced: the plan of the cap
     # that finishes first by the plan's cost model (the default plan when none beats it).
-    # ws: the warp-specialized kernel of kernels/mla_decode_ws.py (a candidate under measurement:
-    # its own three warpgroups, `threads` unused).
+    # ws / seesaw: the warp-specialized kernels of kernels/mla_decode_ws.py and
+    # kernels/mla_decode_seesaw.py (candidates under measurement: their own three warpgroups and
+    # 64-row tiles, `threads` and `pad_rows` unused).
     pad_rows: bool | None = None
     balanced: bool = True
     ws: bool = False
+    seesaw: bool = False
+
+    @property
+    def kernel(self) -> str:
+        return "seesaw" if self.seesaw else "ws" if self.ws else "split"
 
     def builder_args(self) -> dict:
-        if self.ws:
+        if self.kernel != "split":
             return {"block_N": self.block_N, "stages": self.stages}
-        args = {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "ws")}
+        args = {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "ws", "seesaw")}
         return {**args, "pad_rows": bool(self.pad_rows)}  # None (decided by the plan) builds unpadded
 
 
@@ -265,7 +272,7 @@ def row_tile(rows: int, pad_rows: bool | None = False) -> int:
 
 def target_pieces(h_q: int, s_q: int, knobs: Knobs, sm_count: int | None = None) -> int:
     """Pieces so that (row tiles x pieces) CTAs fill the SMs ctas_per_sm times."""
-    tiles = -(-s_q * h_q // row_tile(s_q * h_q, knobs.pad_rows or knobs.ws))
+    tiles = -(-s_q * h_q // row_tile(s_q * h_q, knobs.pad_rows or knobs.kernel != "split"))
     return max(1, (sm_count or device_sms()) * max(1, knobs.ctas_per_sm) // tiles)
 
 
@@ -273,15 +280,18 @@ def builder_args(knobs: Knobs, target=None) -> dict:
     """The builder's arguments for the target (default: this device's): without TMA (before
     Hopper), guarded K/V loads in a one-stage pipeline (two stages do not lower there)."""
     target = default_target() if target is None else target
-    if knobs.ws or isinstance(target, dict) and str(target.get("arch", "")).startswith("sm_9"):
+    if knobs.kernel != "split" or isinstance(target, dict) and str(target.get("arch", "")).startswith("sm_9"):
         return knobs.builder_args()
     return {**knobs.builder_args(), "tma_loads": False, "stages": 1}
 
 
-def compile_attention(h_q: int, s_q: int, dtype: str, scale: float, args: dict, ws: bool = False):
-    """The attention kernel of a schedule (split-KV, or the warp-specialized one), compiled
-    (cached): args are builder_args(knobs), dtype "bfloat16" or "float16"."""
-    return compile_kernel(mla_decode_ws if ws else mla_decode_split_kv, h_q, s_q, dtype, float(scale), **args)
+KERNELS = {"split": mla_decode_split_kv, "ws": mla_decode_ws, "seesaw": mla_decode_seesaw}
+
+
+def compile_attention(h_q: int, s_q: int, dtype: str, scale: float, args: dict, kernel: str = "split"):
+    """The attention kernel of a schedule (Knobs.kernel: split-KV or a warp-specialized one),
+    compiled (cached): args are builder_args(knobs), dtype "bfloat16" or "float16"."""
+    return compile_kernel(KERNELS[kernel], h_q, s_q, dtype, float(scale), **args)
 
 
 def _torch_dtype_name(dtype) -> str:
@@ -345,7 +355,7 @@ def mla_decode(q, kv_cache, block_table, cache_seqlens, *, softmax_scale=None, k
             raise ValueError(f"plan workspace {tuple(plan.o_part.shape)} was made for another shape")
     dtype = _torch_dtype_name(q.dtype)
     scale = float(softmax_scale if softmax_scale is not None else d_qk ** -0.5)
-    split_kv = compile_attention(h_q, s_q, dtype, scale, plan.args, k.ws)
+    split_kv = compile_attention(h_q, s_q, dtype, scale, plan.args, k.kernel)
     out = torch.empty(b, s_q, h_q, D_V, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
     out_rows = out.view(b, rows, D_V)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -280,6 +281,22 @@ def test_warp_specialized_candidate_compiles_for_hopper():
     src = compile_kernel(mla_decode_ws, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER,
                          **knobs.builder_args()).get_kernel_source()
     assert "wgmma" in src and "cp_async" in src and ".arrive(" in src and "exp2f(" in src
+
+
+@pytest.mark.parametrize("block_N,stages", [(64, 2), (32, 4)])
+def test_seesaw_candidate_compiles_for_hopper(block_N, stages):
+    """kernels/mla_decode_seesaw.py: a producer and two consumers that each score their own block
+    of a pair and swap row maxima; P in the rope columns of its block (64 keys) or in its own tiles
+    (32 keys), all within Hopper's 227 KB of shared memory."""
+    from kernels.mla_decode_seesaw import mla_decode_seesaw
+
+    knobs = tl_mla.Knobs(seesaw=True, block_N=block_N, stages=stages)
+    assert knobs.kernel == "seesaw" and tl_mla.builder_args(knobs, HOPPER) == {"block_N": block_N, "stages": stages}
+    src = compile_kernel(mla_decode_seesaw, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER,
+                         **knobs.builder_args()).get_kernel_source()
+    assert "wgmma" in src and "cp_async" in src and "stats[1].wait(" in src and "exp2f(" in src
+    offsets = [int(x) for x in re.findall(r"buf_dyn_shmem \+ (\d+)\)", src)]
+    assert offsets and max(offsets) < 227 * 1024
 
 
 def test_split_kernel_builds_for_sm80_with_guarded_loads():

@@ -11,6 +11,8 @@ becomes a default only when no case is slower beyond noise.
   mla-pad   32-row tiles always padded (Knobs(pad_rows=True, balanced=False)) against the
         replaced default on the 32-row length sweep: where padding starts to pay
   ws    MLA decode: the warp-specialized candidate (Knobs(ws=True)) against Knobs()
+  seesaw  MLA decode: FlashMLA's seesaw schedule (Knobs(seesaw=True), 64-key blocks) against Knobs()
+  seesaw32  the same with four 32-key buffers (the next pair loads during this one)
   gemm  GEMM: heuristic_knobs (the default it replaced) against default_knobs (model_knobs where
         it measured faster), bf16, on the schedule study's 30 shapes and 24 it never saw, cuBLAS beside
   gemm-study  every schedule of study_menu on the study's 30 shapes, one timing each: the data
@@ -124,7 +126,7 @@ def _precompile_mla(job):
     h_q, s_q, dtype, knobs = job
     try:
         M.compile_attention(h_q, s_q, {"bf16": "bfloat16", "fp16": "float16"}[dtype], M.D_QK ** -0.5,
-                            M.builder_args(knobs), knobs.ws)
+                            M.builder_args(knobs), knobs.kernel)
     except Exception as exc:  # the timed pass names it
         return str(exc)[-200:]
 
@@ -277,7 +279,7 @@ def _manifest(out: Path, studies: list) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -290,6 +292,10 @@ def main(argv=None) -> int:
             mla(out, {"pad_rows": True, "balanced": False}, "mla_pad", base=REPLACED, cases=PAD_SWEEP)
         elif study == "ws":
             mla(out, {"ws": True}, "mla_ws")
+        elif study == "seesaw":
+            mla(out, {"seesaw": True}, "mla_seesaw")
+        elif study == "seesaw32":
+            mla(out, {"seesaw": True, "block_N": 32, "stages": 4}, "mla_seesaw32")
         elif study == "gemm":
             gemm(out)
         else:

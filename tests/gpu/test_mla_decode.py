@@ -128,16 +128,17 @@ def test_outputs_are_fully_written():
 
 
 # The schedules the default chooses between per plan (always padded; the replaced default:
-# unpadded, the mean-cap plan) and the warp-specialized candidate.
-CANDIDATE_KNOBS = {"padded": {"pad_rows": True}, "replaced": {"pad_rows": False, "balanced": False}, "ws": {"ws": True}}
+# unpadded, the mean-cap plan) and the warp-specialized candidates (seesaw: 64- and 32-key blocks).
+CANDIDATE_KNOBS = {"padded": {"pad_rows": True}, "replaced": {"pad_rows": False, "balanced": False}, "ws": {"ws": True},
+                   "seesaw": {"seesaw": True}, "seesaw32": {"seesaw": True, "block_N": 32, "stages": 4}}
 
 
 @pytest.mark.parametrize("candidate", list(CANDIDATE_KNOBS))
 @pytest.mark.parametrize("params", CASES, ids=IDS)
 def test_candidates_match_reference(candidate, params):
     """The schedules of tools/ab_candidates.py pass the same gate on every case above: padded
-    32-row tiles, the replaced default, the warp-specialized kernel (padded rows at
-    h_q 16, cut sequences through the combine, NaN past every length)."""
+    32-row tiles, the replaced default, the warp-specialized kernels (padded rows at
+    h_q 16, cut sequences through the combine, odd block counts, NaN past every length)."""
     import torch
 
     from kernels.mla_decode import Knobs, make_plan, mla_decode
