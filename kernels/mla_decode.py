@@ -45,12 +45,14 @@ class Knobs:
     # pads when the plan's pieces are long (PAD_MIN_BLOCKS). balanced: the plan of the cap
     # that finishes first by the plan's cost model (the default plan when none beats it).
     # ws / seesaw: the warp-specialized kernels of kernels/mla_decode_ws.py and
-    # kernels/mla_decode_seesaw.py (candidates under measurement: their own three warpgroups and
-    # 64-row tiles, `threads` and `pad_rows` unused).
+    # kernels/mla_decode_seesaw.py (their own three warpgroups and 64-row tiles, `threads` and
+    # `pad_rows` unused). ws is a candidate under measurement; seesaw=None (the default) lets
+    # make_plan take the seesaw kernel with four 32-key buffers where it would pad 32-row tiles
+    # (1.14-1.39x there on the H200, results/h200/ab/20261203T1742).
     pad_rows: bool | None = None
     balanced: bool = True
     ws: bool = False
-    seesaw: bool = False
+    seesaw: bool | None = None  # None: make_plan takes it (32-key blocks) where it would pad rows
 
     @property
     def kernel(self) -> str:
@@ -280,12 +282,17 @@ def builder_args(knobs: Knobs, target=None) -> dict:
     """The builder's arguments for the target (default: this device's): without TMA (before
     Hopper), guarded K/V loads in a one-stage pipeline (two stages do not lower there)."""
     target = default_target() if target is None else target
-    if knobs.kernel != "split" or isinstance(target, dict) and str(target.get("arch", "")).startswith("sm_9"):
+    if knobs.kernel != "split" or _hopper(target):
         return knobs.builder_args()
     return {**knobs.builder_args(), "tma_loads": False, "stages": 1}
 
 
 KERNELS = {"split": mla_decode_split_kv, "ws": mla_decode_ws, "seesaw": mla_decode_seesaw}
+
+
+def _hopper(target) -> bool:
+    """TMA, wgmma and warp specialization: a CUDA sm_90 target."""
+    return isinstance(target, dict) and str(target.get("arch", "")).startswith("sm_9")
 
 
 def compile_attention(h_q: int, s_q: int, dtype: str, scale: float, args: dict, kernel: str = "split"):
@@ -323,6 +330,11 @@ def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None, cta
         blocks = pieces[:, 2] - pieces[:, 1]
         k = replace(k, pad_rows=bool(row_tile(s_q * h_q, True) != row_tile(s_q * h_q)
                                      and float(blocks.float().mean()) * k.block_N / 64 >= PAD_MIN_BLOCKS))
+        if k.pad_rows and k.seesaw is None and _hopper(default_target()):  # there, the seesaw kernel, 32-key blocks
+            k = replace(k, seesaw=True, block_N=32, stages=4, pad_rows=False)
+            pieces, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N,
+                                               ctas or target_pieces(h_q, s_q, k), balanced=k.balanced)
+    k = replace(k, seesaw=bool(k.seesaw))
     slots, dev = int(seq_slot[-1]), cache_seqlens.device
     cut = slots > cache_seqlens.shape[0]
     slots = slots if cut else 1  # nothing cut: no partial outputs, a one-slot placeholder

@@ -138,7 +138,8 @@ def test_balanced_plan_keeps_the_default_plan_where_cutting_finer_measured_slowe
 
 
 def test_make_plan_pads_32_row_tiles_only_for_long_pieces():
-    long = tl_mla.make_plan(torch.tensor([8192] * 128, dtype=torch.int32), 16, 2)
+    no_seesaw = tl_mla.Knobs(seesaw=False)  # Knobs() takes the seesaw kernel where it would pad (below)
+    long = tl_mla.make_plan(torch.tensor([8192] * 128, dtype=torch.int32), 16, 2, no_seesaw)
     short = tl_mla.make_plan(torch.tensor([65] * 128, dtype=torch.int32), 16, 2)
     wide = tl_mla.make_plan(torch.tensor([8192] * 128, dtype=torch.int32), 128, 1)
     assert long.knobs.pad_rows and long.args["pad_rows"]
@@ -334,7 +335,25 @@ def test_candidates_are_valid_schedules():
     assert [tl_mla.row_tile(r) for r in (8, 16, 32, 64, 128)] == [8, 16, 32, 64, 64]
     assert [tl_mla.row_tile(r, pad_rows=True) for r in (8, 16, 32, 48, 64, 128)] == [8, 16, 64, 64, 64, 64]
     assert tl_mla.target_pieces(16, 2, tl_mla.Knobs(pad_rows=True), 132) == 132
-    assert all(k.pad_rows is None and k.balanced and not k.ws for k in tl_mla.CANDIDATES)  # ws: under measurement
+    assert all(k.pad_rows is None and k.balanced and not k.ws and k.seesaw is None for k in tl_mla.CANDIDATES)  # ws: under measurement
+
+
+def test_plan_takes_the_seesaw_kernel_where_it_would_pad_32_row_tiles(monkeypatch):
+    """Knobs() leaves the kernel to make_plan: long pieces of a 32-row tile (h_q 32, or 16 with
+    s_q 2) go to the seesaw kernel with four 32-key buffers, planned in 32-key blocks; short ones,
+    64-row tiles and 16-row tiles stay on the split kernel; before Hopper nothing changes."""
+    long_, short = torch.tensor([8192] * 128, dtype=torch.int32), torch.tensor([256] * 128, dtype=torch.int32)
+    for h_q, s_q in ((32, 1), (16, 2)):
+        plan = tl_mla.make_plan(long_, h_q, s_q)
+        assert plan.knobs.kernel == "seesaw" and plan.args == {"block_N": 32, "stages": 4}
+        assert int((plan.pieces[:, 2] - plan.pieces[:, 1]).sum()) == 128 * 8192 // 32  # 32-key blocks
+        assert tl_mla.make_plan(short, h_q, s_q).knobs.kernel == "split"
+        assert tl_mla.make_plan(long_, h_q, s_q, tl_mla.Knobs(seesaw=False)).knobs.pad_rows  # the split kernel, padded
+    for h_q, s_q in ((128, 1), (64, 2), (16, 1)):
+        assert tl_mla.make_plan(long_, h_q, s_q).knobs.kernel == "split"
+    monkeypatch.setenv("REPRO_TILELANG_TARGET", "sm_80")
+    plan = tl_mla.make_plan(long_, 32, 1)
+    assert plan.knobs.kernel == "split" and plan.args["tma_loads"] is False
     assert tl_mla.target_pieces(128, 1, tl_mla.Knobs(), 132) == 66  # two row tiles share the SMs
     assert tl_mla.target_pieces(16, 1, tl_mla.Knobs(ctas_per_sm=2), 132) == 264
 

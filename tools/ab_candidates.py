@@ -13,6 +13,8 @@ becomes a default only when no case is slower beyond noise.
   ws    MLA decode: the warp-specialized candidate (Knobs(ws=True)) against Knobs()
   seesaw  MLA decode: FlashMLA's seesaw schedule (Knobs(seesaw=True), 64-key blocks) against Knobs()
   seesaw32  the same with four 32-key buffers (the next pair loads during this one)
+  seesaw-auto  Knobs() (seesaw=None: the seesaw kernel, 32-key blocks, where make_plan would pad
+        32-row tiles) against Knobs(seesaw=False), on the 32-row length sweep and the grid's weakest cases
   gemm  GEMM: heuristic_knobs (the default it replaced) against default_knobs (model_knobs where
         it measured faster), bf16, on the schedule study's 30 shapes and 24 it never saw, cuBLAS beside
   gemm-study  every schedule of study_menu on the study's 30 shapes, one timing each: the data
@@ -279,7 +281,7 @@ def _manifest(out: Path, studies: list) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw-auto", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -296,6 +298,8 @@ def main(argv=None) -> int:
             mla(out, {"seesaw": True}, "mla_seesaw")
         elif study == "seesaw32":
             mla(out, {"seesaw": True, "block_N": 32, "stages": 4}, "mla_seesaw32")
+        elif study == "seesaw-auto":
+            mla(out, {"seesaw": None}, "mla_seesaw_auto", base={"seesaw": False}, cases=PAD_SWEEP + MLA_CASES)
         elif study == "gemm":
             gemm(out)
         else:

@@ -128,6 +128,14 @@ def mla_decode_ws(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "b
     return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(ws=True).builder_args())
 
 
+def mla_decode_seesaw(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
+    """The seesaw kernel the default takes for long 32-row tiles on Hopper (four 32-key buffers)."""
+    from kernels import mla_decode as m
+    from kernels.mla_decode_seesaw import mla_decode_seesaw as builder
+
+    return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(seesaw=True, block_N=32, stages=4).builder_args())
+
+
 def mla_decode_combine(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
     """The merge of sequences the work plan cut into pieces."""
     from kernels import mla_decode as m
@@ -245,6 +253,7 @@ KERNELS: dict[str, tuple[str, Callable[..., Build]]] = {
     "mla_decode": ("mla_decode", mla_decode),
     "mla_decode_combine": ("mla_decode", mla_decode_combine),
     "mla_decode_ws": ("mla_decode", mla_decode_ws),
+    "mla_decode_seesaw": ("mla_decode", mla_decode_seesaw),
     "sparse_mla": ("sparse_mla", sparse_mla),
     "sparse_mla_pipelined": ("sparse_mla", sparse_mla_pipelined),
     "sparse_mla_narrow": ("sparse_mla", sparse_mla_narrow),
