@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from kernels._compile import compile_kernel, default_target, sm_count as device_sms
 from kernels.mla_common import (D_PE, D_QK, D_V, LN2, LOG2E, PAGE, PLAN_FIELDS, check_mla_inputs, check_mla_plan,
                                  online_softmax, padded_rows_io)
+from kernels.mla_decode_pingpong import mla_decode_pingpong
 from kernels.mla_decode_seesaw import mla_decode_seesaw
 from kernels.mla_decode_ws import mla_decode_ws
 
@@ -44,24 +45,23 @@ class Knobs:
     # pad_rows: 32 rows in a zero-padded 64-row tile (wgmma instead of mma); None: make_plan
     # pads when the plan's pieces are long (PAD_MIN_BLOCKS). balanced: the plan of the cap
     # that finishes first by the plan's cost model (the default plan when none beats it).
-    # ws / seesaw: the warp-specialized kernels of kernels/mla_decode_ws.py and
-    # kernels/mla_decode_seesaw.py (their own three warpgroups and 64-row tiles, `threads` and
-    # `pad_rows` unused). ws is a candidate under measurement; seesaw=None (the default) lets
-    # make_plan take the seesaw kernel with four 32-key buffers where it would pad 32-row tiles
-    # (1.14-1.39x there on the H200, results/h200/ab/20261203T1742).
+    # kernel: "split" (mla_decode_split_kv, below) or a warp-specialized kernel with its own
+    # warpgroups and 64-row tiles (`threads` and `pad_rows` unused): "seesaw"
+    # (kernels/mla_decode_seesaw.py), "ws" (kernels/mla_decode_ws.py) and "pingpong"
+    # (kernels/mla_decode_pingpong.py, FlashMLA's schedule: 64-key blocks, 64-row tiles only), the
+    # last two candidates under measurement. None (the default): make_plan takes "seesaw" with
+    # four 32-key buffers where it would pad 32-row tiles (1.14-1.39x there on the H200,
+    # results/h200/ab/20261203T1742), else "split".
     pad_rows: bool | None = None
     balanced: bool = True
-    ws: bool = False
-    seesaw: bool | None = None  # None: make_plan takes it (32-key blocks) where it would pad rows
-
-    @property
-    def kernel(self) -> str:
-        return "seesaw" if self.seesaw else "ws" if self.ws else "split"
+    kernel: str | None = None
 
     def builder_args(self) -> dict:
-        if self.kernel != "split":
+        if self.kernel == "pingpong":
+            return {}
+        if self.kernel in ("ws", "seesaw"):
             return {"block_N": self.block_N, "stages": self.stages}
-        args = {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "ws", "seesaw")}
+        args = {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "kernel")}
         return {**args, "pad_rows": bool(self.pad_rows)}  # None (decided by the plan) builds unpadded
 
 
@@ -274,7 +274,7 @@ def row_tile(rows: int, pad_rows: bool | None = False) -> int:
 
 def target_pieces(h_q: int, s_q: int, knobs: Knobs, sm_count: int | None = None) -> int:
     """Pieces so that (row tiles x pieces) CTAs fill the SMs ctas_per_sm times."""
-    tiles = -(-s_q * h_q // row_tile(s_q * h_q, knobs.pad_rows or knobs.kernel != "split"))
+    tiles = -(-s_q * h_q // row_tile(s_q * h_q, knobs.pad_rows or knobs.kernel not in (None, "split")))
     return max(1, (sm_count or device_sms()) * max(1, knobs.ctas_per_sm) // tiles)
 
 
@@ -282,12 +282,12 @@ def builder_args(knobs: Knobs, target=None) -> dict:
     """The builder's arguments for the target (default: this device's): without TMA (before
     Hopper), guarded K/V loads in a one-stage pipeline (two stages do not lower there)."""
     target = default_target() if target is None else target
-    if knobs.kernel != "split" or _hopper(target):
+    if knobs.kernel not in (None, "split") or _hopper(target):
         return knobs.builder_args()
     return {**knobs.builder_args(), "tma_loads": False, "stages": 1}
 
 
-KERNELS = {"split": mla_decode_split_kv, "ws": mla_decode_ws, "seesaw": mla_decode_seesaw}
+KERNELS = {"split": mla_decode_split_kv, "ws": mla_decode_ws, "seesaw": mla_decode_seesaw, "pingpong": mla_decode_pingpong}
 
 
 def _hopper(target) -> bool:
@@ -295,10 +295,10 @@ def _hopper(target) -> bool:
     return isinstance(target, dict) and str(target.get("arch", "")).startswith("sm_9")
 
 
-def compile_attention(h_q: int, s_q: int, dtype: str, scale: float, args: dict, kernel: str = "split"):
+def compile_attention(h_q: int, s_q: int, dtype: str, scale: float, args: dict, kernel: str | None = "split"):
     """The attention kernel of a schedule (Knobs.kernel: split-KV or a warp-specialized one),
     compiled (cached): args are builder_args(knobs), dtype "bfloat16" or "float16"."""
-    return compile_kernel(KERNELS[kernel], h_q, s_q, dtype, float(scale), **args)
+    return compile_kernel(KERNELS[kernel or "split"], h_q, s_q, dtype, float(scale), **args)
 
 
 def _torch_dtype_name(dtype) -> str:
@@ -330,11 +330,14 @@ def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None, cta
         blocks = pieces[:, 2] - pieces[:, 1]
         k = replace(k, pad_rows=bool(row_tile(s_q * h_q, True) != row_tile(s_q * h_q)
                                      and float(blocks.float().mean()) * k.block_N / 64 >= PAD_MIN_BLOCKS))
-        if k.pad_rows and k.seesaw is None and _hopper(default_target()):  # there, the seesaw kernel, 32-key blocks
-            k = replace(k, seesaw=True, block_N=32, stages=4, pad_rows=False)
+        if k.pad_rows and k.kernel is None and _hopper(default_target()):  # there, the seesaw kernel, 32-key blocks
+            k = replace(k, kernel="seesaw", block_N=32, stages=4, pad_rows=False)
             pieces, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N,
                                                ctas or target_pieces(h_q, s_q, k), balanced=k.balanced)
-    k = replace(k, seesaw=bool(k.seesaw))
+    k = replace(k, kernel=k.kernel or "split")
+    if k.kernel not in KERNELS or k.kernel == "pingpong" and ((s_q * h_q) % 64 or k.block_N != PAGE):
+        raise ValueError(f"kernel {k.kernel!r}: one of {sorted(KERNELS)}; 'pingpong' needs h_q * s_q a multiple "
+                         f"of 64 and block_N {PAGE}")
     slots, dev = int(seq_slot[-1]), cache_seqlens.device
     cut = slots > cache_seqlens.shape[0]
     slots = slots if cut else 1  # nothing cut: no partial outputs, a one-slot placeholder

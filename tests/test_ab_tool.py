@@ -15,7 +15,7 @@ from kernels import gemm, mla_decode as tl_mla  # noqa: E402
 def test_mla_cases_are_valid_and_the_candidates_are_knobs():
     for spec in ab.MLA_CASES + ab.PAD_SWEEP:
         mla_decode.validate_case({"grid": "ab", "dtype": "bf16", "s_q": 1, **spec})
-    for candidate in ({"pad_rows": True, "balanced": False}, {"ws": True}, ab.REPLACED):
+    for candidate in ({"pad_rows": True, "balanced": False}, {"kernel": "ws"}, ab.REPLACED):
         assert tl_mla.Knobs(**candidate) != tl_mla.Knobs()
 
 

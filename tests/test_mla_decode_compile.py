@@ -138,7 +138,7 @@ def test_balanced_plan_keeps_the_default_plan_where_cutting_finer_measured_slowe
 
 
 def test_make_plan_pads_32_row_tiles_only_for_long_pieces():
-    no_seesaw = tl_mla.Knobs(seesaw=False)  # Knobs() takes the seesaw kernel where it would pad (below)
+    no_seesaw = tl_mla.Knobs(kernel="split")  # Knobs() takes the seesaw kernel where it would pad (below)
     long = tl_mla.make_plan(torch.tensor([8192] * 128, dtype=torch.int32), 16, 2, no_seesaw)
     short = tl_mla.make_plan(torch.tensor([65] * 128, dtype=torch.int32), 16, 2)
     wide = tl_mla.make_plan(torch.tensor([8192] * 128, dtype=torch.int32), 128, 1)
@@ -277,7 +277,7 @@ def test_warp_specialized_candidate_compiles_for_hopper():
     O's columns), mbarrier hand-offs, register budgets per warpgroup."""
     from kernels.mla_decode_ws import mla_decode_ws
 
-    knobs = tl_mla.Knobs(ws=True)
+    knobs = tl_mla.Knobs(kernel="ws")
     assert tl_mla.builder_args(knobs, HOPPER) == {"block_N": 64, "stages": 2}
     src = compile_kernel(mla_decode_ws, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER,
                          **knobs.builder_args()).get_kernel_source()
@@ -291,13 +291,29 @@ def test_seesaw_candidate_compiles_for_hopper(block_N, stages):
     (32 keys), all within Hopper's 227 KB of shared memory."""
     from kernels.mla_decode_seesaw import mla_decode_seesaw
 
-    knobs = tl_mla.Knobs(seesaw=True, block_N=block_N, stages=stages)
+    knobs = tl_mla.Knobs(kernel="seesaw", block_N=block_N, stages=stages)
     assert knobs.kernel == "seesaw" and tl_mla.builder_args(knobs, HOPPER) == {"block_N": block_N, "stages": stages}
     src = compile_kernel(mla_decode_seesaw, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER,
                          **knobs.builder_args()).get_kernel_source()
     assert "wgmma" in src and "cp_async" in src and "stats[1].wait(" in src and "exp2f(" in src
     offsets = [int(x) for x in re.findall(r"buf_dyn_shmem \+ (\d+)\)", src)]
     assert offsets and max(offsets) < 227 * 1024
+
+
+def test_pingpong_candidate_compiles_for_hopper():
+    """kernels/mla_decode_pingpong.py: FlashMLA's schedule, two warpgroups issuing their own TMA
+    loads (one barrier per 64-column slice), Q's rope part and P as register operands."""
+    from kernels.mla_decode_pingpong import mla_decode_pingpong
+
+    knobs = tl_mla.Knobs(kernel="pingpong")
+    assert tl_mla.builder_args(knobs, HOPPER) == {}
+    src = compile_kernel(mla_decode_pingpong, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER).get_kernel_source()
+    assert "wgmma" in src and "tma_load" in src and "expect_transaction" in src and "cp_async" not in src
+    offsets = [int(x) for x in re.findall(r"buf_dyn_shmem \+ (\d+)\)", src)]
+    assert offsets and max(offsets) < 227 * 1024
+    with pytest.raises(ValueError, match="multiple of 64"):
+        tl_mla.make_plan(torch.tensor([4096] * 4, dtype=torch.int32), 16, 2, knobs)
+    assert tl_mla.make_plan(torch.tensor([4096] * 4, dtype=torch.int32), 64, 1, knobs).knobs.kernel == "pingpong"
 
 
 def test_split_kernel_builds_for_sm80_with_guarded_loads():
@@ -335,7 +351,7 @@ def test_candidates_are_valid_schedules():
     assert [tl_mla.row_tile(r) for r in (8, 16, 32, 64, 128)] == [8, 16, 32, 64, 64]
     assert [tl_mla.row_tile(r, pad_rows=True) for r in (8, 16, 32, 48, 64, 128)] == [8, 16, 64, 64, 64, 64]
     assert tl_mla.target_pieces(16, 2, tl_mla.Knobs(pad_rows=True), 132) == 132
-    assert all(k.pad_rows is None and k.balanced and not k.ws and k.seesaw is None for k in tl_mla.CANDIDATES)  # ws: under measurement
+    assert all(k.pad_rows is None and k.balanced and k.kernel is None for k in tl_mla.CANDIDATES)  # ws, pingpong: under measurement
 
 
 def test_plan_takes_the_seesaw_kernel_where_it_would_pad_32_row_tiles(monkeypatch):
@@ -348,7 +364,7 @@ def test_plan_takes_the_seesaw_kernel_where_it_would_pad_32_row_tiles(monkeypatc
         assert plan.knobs.kernel == "seesaw" and plan.args == {"block_N": 32, "stages": 4}
         assert int((plan.pieces[:, 2] - plan.pieces[:, 1]).sum()) == 128 * 8192 // 32  # 32-key blocks
         assert tl_mla.make_plan(short, h_q, s_q).knobs.kernel == "split"
-        assert tl_mla.make_plan(long_, h_q, s_q, tl_mla.Knobs(seesaw=False)).knobs.pad_rows  # the split kernel, padded
+        assert tl_mla.make_plan(long_, h_q, s_q, tl_mla.Knobs(kernel="split")).knobs.pad_rows  # the split kernel, padded
     for h_q, s_q in ((128, 1), (64, 2), (16, 1)):
         assert tl_mla.make_plan(long_, h_q, s_q).knobs.kernel == "split"
     monkeypatch.setenv("REPRO_TILELANG_TARGET", "sm_80")

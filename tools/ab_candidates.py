@@ -10,11 +10,13 @@ becomes a default only when no case is slower beyond noise.
         weakest cases, a few controls and 32-row cases from 4 to 128 blocks per sequence
   mla-pad   32-row tiles always padded (Knobs(pad_rows=True, balanced=False)) against the
         replaced default on the 32-row length sweep: where padding starts to pay
-  ws    MLA decode: the warp-specialized candidate (Knobs(ws=True)) against Knobs()
-  seesaw  MLA decode: FlashMLA's seesaw schedule (Knobs(seesaw=True), 64-key blocks) against Knobs()
+  ws    MLA decode: the warp-specialized candidate (Knobs(kernel="ws")) against Knobs()
+  seesaw  MLA decode: FlashMLA's seesaw schedule (Knobs(kernel="seesaw"), 64-key blocks) against Knobs()
   seesaw32  the same with four 32-key buffers (the next pair loads during this one)
-  seesaw-auto  Knobs() (seesaw=None: the seesaw kernel, 32-key blocks, where make_plan would pad
-        32-row tiles) against Knobs(seesaw=False), on the 32-row length sweep and the grid's weakest cases
+  seesaw-auto  Knobs() (kernel=None: the seesaw kernel, 32-key blocks, where make_plan would pad
+        32-row tiles) against Knobs(kernel="split"), on the 32-row length sweep and the grid's weakest cases
+  pingpong  FlashMLA's own schedule (Knobs(kernel="pingpong"): TMA per 64-column slice, scores of
+        the next pair rotated into this one) against Knobs(), on the 64-row cases
   gemm  GEMM: heuristic_knobs (the default it replaced) against default_knobs (model_knobs where
         it measured faster), bf16, on the schedule study's 30 shapes and 24 it never saw, cuBLAS beside
   gemm-study  every schedule of study_menu on the study's 30 shapes, one timing each: the data
@@ -74,6 +76,10 @@ def _tolerance(experiment: str, dtype: str) -> dict:
 
 PAD_SWEEP = [dict(batch=batch, h_q=h_q, s_q=s_q, seqlen=seqlen, lengths="equal") for h_q, s_q in ((16, 2), (32, 1))
              for batch, seqlen in ((128, 256), (128, 1024), (128, 2048), (128, 4096), (16, 8192))]
+# Beyond the grid for the 64-row kernels: batch 1, an odd block count, s_q 2 at h_q 64, long and skewed.
+PINGPONG_CASES = [dict(batch=1, h_q=128, seqlen=32768, lengths="equal"), dict(batch=16, h_q=128, seqlen=4033, lengths="equal"),
+                  dict(batch=64, h_q=64, s_q=2, seqlen=4096, lengths="varied", dtype="fp16"),
+                  dict(batch=128, h_q=128, s_q=2, seqlen=8192, lengths="equal"), dict(batch=32, h_q=64, seqlen=1024, lengths="one_long")]
 REPLACED = {"pad_rows": False, "balanced": False}  # MLA decode's default before 2026-12-03
 
 
@@ -281,7 +287,7 @@ def _manifest(out: Path, studies: list) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw-auto", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw-auto", "pingpong", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -293,13 +299,16 @@ def main(argv=None) -> int:
         elif study == "mla-pad":
             mla(out, {"pad_rows": True, "balanced": False}, "mla_pad", base=REPLACED, cases=PAD_SWEEP)
         elif study == "ws":
-            mla(out, {"ws": True}, "mla_ws")
+            mla(out, {"kernel": "ws"}, "mla_ws")
         elif study == "seesaw":
-            mla(out, {"seesaw": True}, "mla_seesaw")
+            mla(out, {"kernel": "seesaw"}, "mla_seesaw")
         elif study == "seesaw32":
-            mla(out, {"seesaw": True, "block_N": 32, "stages": 4}, "mla_seesaw32")
+            mla(out, {"kernel": "seesaw", "block_N": 32, "stages": 4}, "mla_seesaw32")
         elif study == "seesaw-auto":
-            mla(out, {"seesaw": None}, "mla_seesaw_auto", base={"seesaw": False}, cases=PAD_SWEEP + MLA_CASES)
+            mla(out, {}, "mla_seesaw_auto", base={"kernel": "split"}, cases=PAD_SWEEP + MLA_CASES)
+        elif study == "pingpong":
+            mla(out, {"kernel": "pingpong"}, "mla_pingpong", cases=[c for c in MLA_CASES + PINGPONG_CASES
+                                                                     if c["h_q"] * c.get("s_q", 1) % 64 == 0])
         elif study == "gemm":
             gemm(out)
         else:

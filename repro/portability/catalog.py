@@ -125,7 +125,7 @@ def mla_decode_ws(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "b
     from kernels import mla_decode as m
     from kernels.mla_decode_ws import mla_decode_ws as builder
 
-    return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(ws=True).builder_args())
+    return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(kernel="ws").builder_args())
 
 
 def mla_decode_seesaw(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
@@ -133,7 +133,15 @@ def mla_decode_seesaw(batch: int, heads: int, s_q: int, seqlen: int, dtype: str 
     from kernels import mla_decode as m
     from kernels.mla_decode_seesaw import mla_decode_seesaw as builder
 
-    return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(seesaw=True, block_N=32, stages=4).builder_args())
+    return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(kernel="seesaw", block_N=32, stages=4).builder_args())
+
+
+def mla_decode_pingpong(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
+    """FlashMLA's schedule, a candidate (Hopper's TMA, wgmma with register operands, mbarriers)."""
+    from kernels import mla_decode as m
+    from kernels.mla_decode_pingpong import mla_decode_pingpong as builder
+
+    return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(kernel="pingpong").builder_args())
 
 
 def mla_decode_combine(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
@@ -254,6 +262,7 @@ KERNELS: dict[str, tuple[str, Callable[..., Build]]] = {
     "mla_decode_combine": ("mla_decode", mla_decode_combine),
     "mla_decode_ws": ("mla_decode", mla_decode_ws),
     "mla_decode_seesaw": ("mla_decode", mla_decode_seesaw),
+    "mla_decode_pingpong": ("mla_decode", mla_decode_pingpong),
     "sparse_mla": ("sparse_mla", sparse_mla),
     "sparse_mla_pipelined": ("sparse_mla", sparse_mla_pipelined),
     "sparse_mla_narrow": ("sparse_mla", sparse_mla_narrow),

@@ -128,9 +128,11 @@ def test_outputs_are_fully_written():
 
 
 # The schedules the default chooses between per plan (always padded; the replaced default:
-# unpadded, the mean-cap plan) and the warp-specialized candidates (seesaw: 64- and 32-key blocks).
-CANDIDATE_KNOBS = {"padded": {"pad_rows": True}, "replaced": {"pad_rows": False, "balanced": False}, "ws": {"ws": True},
-                   "seesaw": {"seesaw": True}, "seesaw32": {"seesaw": True, "block_N": 32, "stages": 4}}
+# unpadded, the mean-cap plan) and the warp-specialized kernels (seesaw: 64- and 32-key blocks;
+# pingpong: FlashMLA's schedule, 64-row tiles only).
+CANDIDATE_KNOBS = {"padded": {"pad_rows": True}, "replaced": {"pad_rows": False, "balanced": False}, "ws": {"kernel": "ws"},
+                   "seesaw": {"kernel": "seesaw"}, "seesaw32": {"kernel": "seesaw", "block_N": 32, "stages": 4},
+                   "pingpong": {"kernel": "pingpong"}}
 
 
 @pytest.mark.parametrize("candidate", list(CANDIDATE_KNOBS))
@@ -145,7 +147,12 @@ def test_candidates_match_reference(candidate, params):
 
     case = _case(*params)
     inputs = EXPERIMENT.make_inputs(case, 13, "cuda")
-    plan = make_plan(inputs["cache_seqlens"], case["h_q"], case["s_q"], Knobs(**CANDIDATE_KNOBS[candidate]))
+    knobs = Knobs(**CANDIDATE_KNOBS[candidate])
+    if candidate == "pingpong" and case["h_q"] * case["s_q"] % 64:
+        with pytest.raises(ValueError, match="multiple of 64"):  # 64-row tiles only: refused, not padded
+            make_plan(inputs["cache_seqlens"], case["h_q"], case["s_q"], knobs)
+        return
+    plan = make_plan(inputs["cache_seqlens"], case["h_q"], case["s_q"], knobs)
     out = mla_decode(*_args(inputs), plan=plan)
     torch.cuda.synchronize()
     res = default_check(out, EXPERIMENT.reference(case, inputs), TOL[case["dtype"]])
