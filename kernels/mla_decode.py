@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from kernels._compile import compile_kernel, default_target, sm_count as device_sms
 from kernels.mla_common import (D_PE, D_QK, D_V, LN2, LOG2E, PAGE, PLAN_FIELDS, check_mla_inputs, check_mla_plan,
                                  online_softmax, padded_rows_io)
+from kernels.mla_decode_combine import mla_decode_combine_wide
 from kernels.mla_decode_pingpong import mla_decode_pingpong
 from kernels.mla_decode_seesaw import mla_decode_seesaw
 from kernels.mla_decode_ws import mla_decode_ws
@@ -52,16 +53,19 @@ class Knobs:
     # last two candidates under measurement. None (the default): make_plan takes "seesaw" with
     # four 32-key buffers where it would pad 32-row tiles (1.14-1.39x there on the H200,
     # results/h200/ab/20261203T1742), else "split".
+    # combine: "serial" (mla_decode_combine, below) or "wide" (kernels/mla_decode_combine.py: the
+    # pieces' statistics split over the threads, four O rows a step), a candidate.
     pad_rows: bool | None = None
     balanced: bool = True
     kernel: str | None = None
+    combine: str = "serial"
 
     def builder_args(self) -> dict:
         if self.kernel == "pingpong":
             return {}
         if self.kernel in ("ws", "seesaw"):
             return {"block_N": self.block_N, "stages": self.stages}
-        args = {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "kernel")}
+        args = {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "kernel", "combine")}
         return {**args, "pad_rows": bool(self.pad_rows)}  # None (decided by the plan) builds unpadded
 
 
@@ -335,6 +339,8 @@ def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None, cta
             pieces, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N,
                                                ctas or target_pieces(h_q, s_q, k), balanced=k.balanced)
     k = replace(k, kernel=k.kernel or "split")
+    if k.combine not in ("serial", "wide"):
+        raise ValueError(f"combine {k.combine!r}: 'serial' or 'wide'")
     if k.kernel not in KERNELS or k.kernel == "pingpong" and ((s_q * h_q) % 64 or k.block_N != PAGE):
         raise ValueError(f"kernel {k.kernel!r}: one of {sorted(KERNELS)}; 'pingpong' needs h_q * s_q a multiple "
                          f"of 64 and block_N {PAGE}")
@@ -377,5 +383,6 @@ def mla_decode(q, kv_cache, block_table, cache_seqlens, *, softmax_scale=None, k
     split_kv(q.view(b, rows, d_qk), kv_cache.view(-1, d_qk), block_table, cache_seqlens, plan.pieces, plan.seq_slot,
              out_rows, lse, plan.o_part, plan.lse_part)
     if plan.cut:
-        compile_kernel(mla_decode_combine, h_q, s_q, dtype)(plan.seq_slot, plan.o_part, plan.lse_part, out_rows, lse)
+        combine = mla_decode_combine_wide if k.combine == "wide" else mla_decode_combine
+        compile_kernel(combine, h_q, s_q, dtype)(plan.seq_slot, plan.o_part, plan.lse_part, out_rows, lse)
     return out, lse

@@ -316,6 +316,17 @@ def test_pingpong_candidate_compiles_for_hopper():
     assert tl_mla.make_plan(torch.tensor([4096] * 4, dtype=torch.int32), 64, 1, knobs).knobs.kernel == "pingpong"
 
 
+def test_wide_combine_candidate_compiles():
+    """kernels/mla_decode_combine.py: the pieces' max and weight sum reduced across the threads,
+    the O rows four pieces a step (vector loads, no branch on the step's last pieces)."""
+    from kernels.mla_decode_combine import mla_decode_combine_wide
+
+    src = compile_kernel(mla_decode_combine_wide, 16, 1, "bfloat16", target=HOPPER).get_kernel_source()
+    assert "AllReduce<tl::MaxOp" in src and "AllReduce<tl::SumOp" in src and "float4" in src and "log2f(" in src
+    with pytest.raises(ValueError, match="combine"):
+        tl_mla.make_plan(torch.tensor([4096] * 4, dtype=torch.int32), 16, 1, tl_mla.Knobs(combine="fast"))
+
+
 def test_split_kernel_builds_for_sm80_with_guarded_loads():
     """Before Hopper (no TMA, no warp specialization) the tile is a guarded load, one stage: the
     wrapper picks that for the target, and it compiles; Hopper keeps TMA loads."""

@@ -15,6 +15,7 @@ becomes a default only when no case is slower beyond noise.
   seesaw32  the same with four 32-key buffers (the next pair loads during this one)
   seesaw-auto  Knobs() (kernel=None: the seesaw kernel, 32-key blocks, where make_plan would pad
         32-row tiles) against Knobs(kernel="split"), on the 32-row length sweep and the grid's weakest cases
+  combine  the wide combine (Knobs(combine="wide")) against Knobs() on the cases that cut sequences
   pingpong  FlashMLA's own schedule (Knobs(kernel="pingpong"): TMA per 64-column slice, scores of
         the next pair rotated into this one) against Knobs(), on the 64-row cases
   gemm  GEMM: heuristic_knobs (the default it replaced) against default_knobs (model_knobs where
@@ -80,6 +81,9 @@ PAD_SWEEP = [dict(batch=batch, h_q=h_q, s_q=s_q, seqlen=seqlen, lengths="equal")
 PINGPONG_CASES = [dict(batch=1, h_q=128, seqlen=32768, lengths="equal"), dict(batch=16, h_q=128, seqlen=4033, lengths="equal"),
                   dict(batch=64, h_q=64, s_q=2, seqlen=4096, lengths="varied", dtype="fp16"),
                   dict(batch=128, h_q=128, s_q=2, seqlen=8192, lengths="equal"), dict(batch=32, h_q=64, seqlen=1024, lengths="one_long")]
+# Sequences cut into many pieces: one long sequence alone, a few long ones.
+COMBINE_CASES = [dict(batch=1, h_q=128, seqlen=65536, lengths="equal"), dict(batch=1, h_q=16, s_q=2, seqlen=131072, lengths="equal"),
+                 dict(batch=4, h_q=64, seqlen=32768, lengths="varied"), dict(batch=8, h_q=32, seqlen=16384, lengths="equal")]
 REPLACED = {"pad_rows": False, "balanced": False}  # MLA decode's default before 2026-12-03
 
 
@@ -287,7 +291,7 @@ def _manifest(out: Path, studies: list) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw-auto", "pingpong", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw-auto", "pingpong", "combine", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -306,6 +310,8 @@ def main(argv=None) -> int:
             mla(out, {"kernel": "seesaw", "block_N": 32, "stages": 4}, "mla_seesaw32")
         elif study == "seesaw-auto":
             mla(out, {}, "mla_seesaw_auto", base={"kernel": "split"}, cases=PAD_SWEEP + MLA_CASES)
+        elif study == "combine":
+            mla(out, {"combine": "wide"}, "mla_combine", cases=MLA_CASES + COMBINE_CASES)
         elif study == "pingpong":
             mla(out, {"kernel": "pingpong"}, "mla_pingpong", cases=[c for c in MLA_CASES + PINGPONG_CASES
                                                                      if c["h_q"] * c.get("s_q", 1) % 64 == 0])

@@ -151,6 +151,13 @@ def mla_decode_combine(batch: int, heads: int, s_q: int, seqlen: int, dtype: str
     return Build(m.mla_decode_combine, (heads, s_q, dtype))
 
 
+def mla_decode_combine_wide(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
+    """The wide merge of cut sequences, a candidate."""
+    from kernels.mla_decode_combine import mla_decode_combine_wide as builder
+
+    return Build(builder, (heads, s_q, dtype))
+
+
 def _sparse_mla_knobs(m, kernel: str, heads: int, topk: int, tokens: int) -> dict:
     """The module's own schedule for the shape when it picks `kernel` (its BUILDERS key), else the
     first of its CANDIDATES that uses `kernel`; without the `kernel` key."""
@@ -260,6 +267,7 @@ KERNELS: dict[str, tuple[str, Callable[..., Build]]] = {
     "flash_attention_bwd": ("flash_attention_bwd", flash_attention_bwd),
     "mla_decode": ("mla_decode", mla_decode),
     "mla_decode_combine": ("mla_decode", mla_decode_combine),
+    "mla_decode_combine_wide": ("mla_decode", mla_decode_combine_wide),
     "mla_decode_ws": ("mla_decode", mla_decode_ws),
     "mla_decode_seesaw": ("mla_decode", mla_decode_seesaw),
     "mla_decode_pingpong": ("mla_decode", mla_decode_pingpong),

@@ -132,7 +132,7 @@ def test_outputs_are_fully_written():
 # pingpong: FlashMLA's schedule, 64-row tiles only).
 CANDIDATE_KNOBS = {"padded": {"pad_rows": True}, "replaced": {"pad_rows": False, "balanced": False}, "ws": {"kernel": "ws"},
                    "seesaw": {"kernel": "seesaw"}, "seesaw32": {"kernel": "seesaw", "block_N": 32, "stages": 4},
-                   "pingpong": {"kernel": "pingpong"}}
+                   "pingpong": {"kernel": "pingpong"}, "wide_combine": {"combine": "wide"}}
 
 
 @pytest.mark.parametrize("candidate", list(CANDIDATE_KNOBS))
