@@ -13,7 +13,7 @@ unused entries point at) is NaN, as in FlashMLA's test: a kernel that reads past
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from experiments import upstream
 from repro.measure.experiment import Backend, Experiment, TORCH_DTYPES, needs_module, selected_dtypes
@@ -155,7 +155,11 @@ def tilelang_knobs(case: dict):
     from kernels.mla_decode import Knobs, default_knobs
 
     found = KnobCache("mla_decode").get(_knob_key(case))
-    return Knobs(**found) if found else default_knobs(case["h_q"], case["s_q"])
+    if not found:
+        return default_knobs(case["h_q"], case["s_q"])
+    # A schedule stored by an older version may name fields since renamed (ws, seesaw): those go,
+    # and fields it lacks take today's defaults.
+    return Knobs(**{k: v for k, v in found.items() if k in {f.name for f in fields(Knobs)}})
 
 
 def prepare(cases_: list[dict], backends: list[str]) -> None:

@@ -413,3 +413,19 @@ def test_triton_kernel_matches_reference_in_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_searched_schedule_of_an_older_version_still_loads(tmp_path, monkeypatch):
+    """A schedule cached before Knobs' fields changed (ws, seesaw -> kernel) loads with the fields
+    it names that still exist and today's defaults for the rest, instead of a TypeError."""
+    import json
+
+    from experiments import mla_decode as E
+    from repro.measure import tuning
+
+    monkeypatch.setattr(tuning, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(E, "_knob_key", lambda case: "h_q=32,s_q=1,bf16,GPU")
+    old = {"block_N": 32, "stages": 3, "threads": 256, "ctas_per_sm": 1, "pad_rows": None, "balanced": True, "ws": False}
+    (tmp_path / "mla_decode-knobs.json").write_text(json.dumps({"h_q=32,s_q=1,bf16,GPU": old}))
+    knobs = E.tilelang_knobs({"h_q": 32, "s_q": 1, "dtype": "bf16"})
+    assert knobs == tl_mla.Knobs(block_N=32, stages=3)
