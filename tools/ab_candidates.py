@@ -13,6 +13,8 @@ becomes a default only when no case is slower beyond noise.
   ws    MLA decode: the warp-specialized candidate (Knobs(kernel="ws")) against Knobs()
   seesaw  MLA decode: FlashMLA's seesaw schedule (Knobs(kernel="seesaw"), 64-key blocks) against Knobs()
   seesaw32  the same with four 32-key buffers (the next pair loads during this one)
+  seesaw32-sweep  the 32-key seesaw kernel against the split kernel on every length of the 32-row
+        sweep (4 to 128 blocks per sequence): where the threshold that picks it should sit
   seesaw-auto  Knobs() (kernel=None: the seesaw kernel, 32-key blocks, where make_plan would pad
         32-row tiles) against Knobs(kernel="split"), on the 32-row length sweep and the grid's weakest cases
   combine  the wide combine (Knobs(combine="wide")) against Knobs() on the cases that cut sequences
@@ -291,7 +293,7 @@ def _manifest(out: Path, studies: list) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw-auto", "pingpong", "combine", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -308,6 +310,9 @@ def main(argv=None) -> int:
             mla(out, {"kernel": "seesaw"}, "mla_seesaw")
         elif study == "seesaw32":
             mla(out, {"kernel": "seesaw", "block_N": 32, "stages": 4}, "mla_seesaw32")
+        elif study == "seesaw32-sweep":
+            mla(out, {"kernel": "seesaw", "block_N": 32, "stages": 4}, "mla_seesaw32_sweep", base={"kernel": "split"},
+                cases=PAD_SWEEP + [dict(c, lengths="varied") for c in PAD_SWEEP])
         elif study == "seesaw-auto":
             mla(out, {}, "mla_seesaw_auto", base={"kernel": "split"}, cases=PAD_SWEEP + MLA_CASES)
         elif study == "combine":
