@@ -59,6 +59,10 @@ class Knobs:
     balanced: bool = True
     kernel: str | None = None
     combine: str = "serial"
+    # lean_tail / staged_out: mla_decode_split_kv's (candidates: the last block's masking only
+    # where the length ends inside it; the final output stored through shared memory).
+    lean_tail: bool = False
+    staged_out: bool = False
 
     def builder_args(self) -> dict:
         if self.kernel == "pingpong":
@@ -69,10 +73,13 @@ class Knobs:
         return {**args, "pad_rows": bool(self.pad_rows)}  # None (decided by the plan) builds unpadded
 
 
-def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads=256, tma_loads=True, pad_rows=False):
+def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads=256, tma_loads=True, pad_rows=False,
+                        lean_tail=False, staged_out=False):
     """Attention of one (row tile, piece of a sequence) per CTA. tma_loads=False (targets without
     TMA, e.g. sm_80): the latent K/V tile is a guarded load that writes zeros past the length, as
-    the non-warp-specialized pipeline planner refuses a second write to the tile."""
+    the non-warp-specialized pipeline planner refuses a second write to the tile. lean_tail: the
+    last block is masked (s_q = 1) and its cache rows zeroed only when the length ends inside it.
+    staged_out: a whole sequence's output goes through Q's shared memory (coalesced stores)."""
     import tilelang.language as T
 
     rows, accum, block_H = s_q * h_q, "float32", row_tile(s_q * h_q, pad_rows)
@@ -112,6 +119,7 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
             b, lo, r0 = plan[p, 0], plan[p, 1], g * block_H
             seqlen = cache_seqlens[b]
             last = T.ceildiv(seqlen, block_N) - 1
+            ragged = _ragged(seqlen, block_N, lean_tail)  # the length ends inside the last block
             if padded:
                 load_q_rows(Q, Q_s, Qpe_s, b, r0)
             else:
@@ -133,14 +141,16 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
                 T.gemm(Q_s, KV_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol, clear_accum=True)
                 T.gemm(Qpe_s, Kpe_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol)
                 if lo + it == last:  # length and causal limits (s_q <= 2) both fall in the last block
-                    for r, j in T.Parallel(block_H, block_N):
-                        S[r, j] = T.if_then_else((lo + it) * block_N + j < seqlen - s_q + 1 + (r0 + r) // h_q,
-                                                 S[r, j], -T.infinity(accum))
+                    if ragged if s_q == 1 else True:
+                        for r, j in T.Parallel(block_H, block_N):
+                            S[r, j] = T.if_then_else((lo + it) * block_N + j < seqlen - s_q + 1 + (r0 + r) // h_q,
+                                                     S[r, j], -T.infinity(accum))
                     # Cache rows past the length may hold anything (NaN): zero them for P V. Only
                     # here, where the P tile's own barrier is, not before Q K^T (masked above).
                     if tma_loads:
-                        for j, d in T.Parallel(block_N, D_V):
-                            KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV_s[j, d], 0)
+                        if ragged:
+                            for j, d in T.Parallel(block_N, D_V):
+                                KV_s[j, d] = T.if_then_else((lo + it) * block_N + j < seqlen, KV_s[j, d], 0)
                 softmax(S, m, m_prev, alpha, row_sum, l)
                 T.copy(S, P_s)
                 for r, d in T.Parallel(block_H, D_V):
@@ -155,7 +165,11 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
                 store_rows(acc_o, D_V, 0, l, m, b, r0, plan[p, 3], seq_slot[b + 1] - seq_slot[b] == 1,
                            O, LSE, O_part, LSE_part, True)
             elif seq_slot[b + 1] - seq_slot[b] == 1:  # the whole sequence is here: final output
-                T.copy(acc_o, O[b, r0:r0 + block_H, :])
+                if staged_out:
+                    T.copy(acc_o, Q_s)
+                    T.copy(Q_s, O[b, r0:r0 + block_H, :])
+                else:
+                    T.copy(acc_o, O[b, r0:r0 + block_H, :])
                 for r in T.Parallel(block_H):
                     LSE[b, (r0 + r) % h_q, (r0 + r) // h_q] = (T.log2(l[r]) + m[r] * scale) * LN2
             else:
@@ -164,6 +178,11 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
                     LSE_part[plan[p, 3], r0 + r] = T.log2(l[r]) + m[r] * scale
 
     return split_kv
+
+
+def _ragged(seqlen, block_N: int, lean: bool):
+    """Whether the length ends inside a block (a run-time test), or True without lean_tail."""
+    return seqlen % block_N != 0 if lean else True
 
 
 def mla_decode_combine(h_q, s_q, dtype, threads=128):

@@ -316,6 +316,17 @@ def test_pingpong_candidate_compiles_for_hopper():
     assert tl_mla.make_plan(torch.tensor([4096] * 4, dtype=torch.int32), 64, 1, knobs).knobs.kernel == "pingpong"
 
 
+def test_lean_split_kernel_tests_the_tail_at_run_time():
+    """lean_tail masks the last block (s_q = 1) and zeroes its cache rows only when the length
+    ends inside it: a run-time test on the length appears; staged_out stores through shared memory."""
+    plain = compile_kernel(tl_mla.mla_decode_split_kv, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER,
+                           **tl_mla.Knobs().builder_args()).get_kernel_source()
+    lean = compile_kernel(tl_mla.mla_decode_split_kv, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER,
+                          **tl_mla.Knobs(lean_tail=True, staged_out=True).builder_args()).get_kernel_source()
+    assert "(seqlen & 63)" not in plain and "(seqlen & 63)" in lean  # the length's offset in its last block
+    assert "tma_store" not in plain and "tma_store" in lean  # O staged in shared memory, then one TMA store
+
+
 def test_wide_combine_candidate_compiles():
     """kernels/mla_decode_combine.py: the pieces' max and weight sum reduced across the threads,
     the O rows four pieces a step (vector loads, no branch on the step's last pieces)."""

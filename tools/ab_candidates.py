@@ -17,6 +17,9 @@ becomes a default only when no case is slower beyond noise.
         sweep (4 to 128 blocks per sequence): where the threshold that picks it should sit
   seesaw-auto  Knobs() (kernel=None: the seesaw kernel, 32-key blocks, where make_plan would pad
         32-row tiles) against Knobs(kernel="split"), on the 32-row length sweep and the grid's weakest cases
+  lean  the split kernel's last block masked only where the length ends inside it, and the final
+        output stored through shared memory (Knobs(lean_tail=True, staged_out=True)) against Knobs(),
+        each alone too, on the grid's weakest cases and TileLang's README grid at 1k-4k
   combine  the wide combine (Knobs(combine="wide")) against Knobs() on the cases that cut sequences
   pingpong  FlashMLA's own schedule (Knobs(kernel="pingpong"): TMA per 64-column slice, scores of
         the next pair rotated into this one) against Knobs(), on the 64-row cases
@@ -86,6 +89,9 @@ PINGPONG_CASES = [dict(batch=1, h_q=128, seqlen=32768, lengths="equal"), dict(ba
 # Sequences cut into many pieces: one long sequence alone, a few long ones.
 COMBINE_CASES = [dict(batch=1, h_q=128, seqlen=65536, lengths="equal"), dict(batch=1, h_q=16, s_q=2, seqlen=131072, lengths="equal"),
                  dict(batch=4, h_q=64, seqlen=32768, lengths="varied"), dict(batch=8, h_q=32, seqlen=16384, lengths="equal")]
+# TileLang's README grid where the split kernel trails TileLang's example most (short equal lengths).
+LEAN_CASES = [dict(batch=batch, h_q=128, seqlen=seqlen, lengths="equal", dtype="fp16") for batch in (64, 128)
+              for seqlen in (1024, 2048, 4096)] + [dict(batch=128, h_q=64, s_q=2, seqlen=1000, lengths="equal")]
 REPLACED = {"pad_rows": False, "balanced": False}  # MLA decode's default before 2026-12-03
 
 
@@ -293,7 +299,7 @@ def _manifest(out: Path, studies: list) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "lean", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -315,6 +321,11 @@ def main(argv=None) -> int:
                 cases=PAD_SWEEP + [dict(c, lengths="varied") for c in PAD_SWEEP])
         elif study == "seesaw-auto":
             mla(out, {}, "mla_seesaw_auto", base={"kernel": "split"}, cases=PAD_SWEEP + MLA_CASES)
+        elif study == "lean":
+            cases = MLA_CASES + LEAN_CASES
+            mla(out, {"lean_tail": True, "staged_out": True}, "mla_lean", cases=cases)
+            mla(out, {"lean_tail": True}, "mla_lean_tail", cases=LEAN_CASES)
+            mla(out, {"staged_out": True}, "mla_staged_out", cases=LEAN_CASES)
         elif study == "combine":
             mla(out, {"combine": "wide"}, "mla_combine", cases=MLA_CASES + COMBINE_CASES)
         elif study == "pingpong":

@@ -132,7 +132,8 @@ def test_outputs_are_fully_written():
 # pingpong: FlashMLA's schedule, 64-row tiles only).
 CANDIDATE_KNOBS = {"padded": {"pad_rows": True}, "replaced": {"pad_rows": False, "balanced": False}, "ws": {"kernel": "ws"},
                    "seesaw": {"kernel": "seesaw"}, "seesaw32": {"kernel": "seesaw", "block_N": 32, "stages": 4},
-                   "pingpong": {"kernel": "pingpong"}, "wide_combine": {"combine": "wide"}}
+                   "pingpong": {"kernel": "pingpong"}, "wide_combine": {"combine": "wide"},
+                   "lean": {"lean_tail": True, "staged_out": True}}
 
 
 @pytest.mark.parametrize("candidate", list(CANDIDATE_KNOBS))
