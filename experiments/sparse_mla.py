@@ -71,7 +71,7 @@ def _attend(q, kv, idx, scale: float, d_v: int, dtype):
     scores = torch.bmm(q.to(dtype), rows.transpose(1, 2)).float() * scale  # [c, heads, topk]
     scores.masked_fill_(~valid[:, None, :], float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
-    probs = torch.exp(scores - lse[..., None]).nan_to_num(0.0)  # a row with no index: all zero (not in place: autograd)
+    probs = torch.exp(scores - lse[..., None]).nan_to_num_(0.0)  # a row with no index: all zero
     out = torch.bmm(probs.to(dtype), rows[..., :d_v])
     return out, lse
 

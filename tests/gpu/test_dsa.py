@@ -222,8 +222,9 @@ def test_random_indices_on_device():
 
 
 def _sparse_mla_grads_reference(q, kv, idx, d_out, scale, d_v):
-    """dq, dkv by autograd through the experiment's fp32 reference (invalid indices: none selected)."""
-    from experiments.sparse_mla import _attend
+    """dq, dkv by autograd through the backward experiment's fp32 forward (written for autograd:
+    no in-place op; invalid indices: none selected)."""
+    from experiments.sparse_mla_bwd import _attend
 
     qf, kvf = q.float().requires_grad_(), kv.float().requires_grad_()
     safe = torch.where((idx >= 0) & (idx < kv.shape[0]), idx, torch.full_like(idx, -1))
