@@ -14,7 +14,7 @@ written once in fp32 (a lower bound: atomics may touch a row once per query that
 """
 from __future__ import annotations
 
-from experiments import _dsa
+from experiments import _dsa, upstream
 from experiments import sparse_mla as fwd
 from repro.measure.experiment import Backend, Experiment, needs_module
 
@@ -105,6 +105,49 @@ def build_tilelang(case: dict, inputs: dict):
     return lambda: sparse_mla_backward(q, kv, idx, out, lse, d_out, scale)
 
 
+def upstream_supports(case: dict):
+    """The cases TileLang's published sparse MLA backward (examples/deepseek_v32/sparse_mla_bwd.py)
+    implements: d_qk 576 / d_v 512, top-k in blocks of 32, 16 heads or a larger power of two (it
+    pads heads to one), one sequence whose query i sits at position i (no offset: t == s, the
+    training shape). None, or why not."""
+    if (case["d_qk"], case["d_v"]) != (576, 512):
+        return "the example is written for d_qk 576 and d_v 512"
+    if case["topk"] % 32:
+        return f"the example takes top-k in blocks of 32, not {case['topk']}"
+    if case["heads"] < 16 or case["heads"] & (case["heads"] - 1):
+        return f"the example pads heads to a power of two (>= 16); {case['heads']} would read past q"
+    if case.get("batch", 1) != 1 or case["t"] != case["s"]:
+        return (f"the example places query i at position i of one sequence (t == s); here t={case['t']}, "
+                f"s={case['s']}, batch={case.get('batch', 1)}")
+    return None
+
+
+def build_tilelang_upstream(case: dict, inputs: dict):
+    """TileLang's published sparse MLA backward (delta, dq / dkv with fp32 atomics, dkv to bf16),
+    fed this suite's forward output and its LSE in the example's log2 units, with a leading batch
+    dim, and the indices' -1 padding turned into s (past every query's position, which the example
+    masks); all outside the timed call."""
+    import math
+
+    import torch
+
+    from kernels.sparse_mla import sparse_mla
+
+    q, kv, idx, d_out = inputs["q"], inputs["kv"], inputs["indices"], inputs["d_out"]
+    scale = fwd.sm_scale(case)
+    out, lse = sparse_mla(q, kv, idx, scale, case["d_v"])
+    padded = torch.where(idx >= 0, idx, torch.full_like(idx, case["s"]))[None].contiguous()
+    lse2 = (lse * math.log2(math.e))[None].contiguous()
+    bwd = upstream.example(upstream.SPARSE_MLA_BWD).sparse_mla_bwd
+    args = (q[None], kv[None], out[None].contiguous(), d_out[None], padded, lse2, scale)
+
+    def run():
+        dq, dkv = bwd(*args)
+        return dq[0], dkv[0]
+
+    return run
+
+
 def build_torch(case: dict, inputs: dict):
     """Plain PyTorch: autograd of the bf16 gather / bmm / softmax / bmm; the forward's graph is
     built here, the timed callable is its backward (the graph kept for the next call)."""
@@ -124,6 +167,8 @@ EXPERIMENT = Experiment(
     backends=[
         Backend("tilelang", build=build_tilelang, probe=needs_module("tilelang")),
         Backend("torch", build=build_torch, trusted=True),
+        Backend(upstream.NAME, build=build_tilelang_upstream, probe=upstream.upstream_probe(upstream.SPARSE_MLA_BWD),
+                dtypes=("bf16",), supports=upstream_supports),
     ],
     baseline="torch",
     validate_case=validate_case,

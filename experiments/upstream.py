@@ -23,6 +23,7 @@ from repro.measure.gate import NotReturned
 NAME = "tilelang_upstream"
 MLA_DECODE = "examples/deepseek_mla/example_mla_decode.py"
 SPARSE_MLA = "examples/deepseek_v32/sparse_mla_fwd_pipelined.py"
+SPARSE_MLA_BWD = "examples/deepseek_v32/sparse_mla_bwd.py"
 INDEXER = "examples/deepseek_v32/fp8_lighting_indexer.py"
 TOPK = "examples/deepseek_v32/topk_selector.py"
 FLASH_ATTENTION = "examples/flash_attention/example_mha_fwd_bshd.py"
