@@ -175,6 +175,28 @@ def online_softmax(block_H: int, block_N: int, scale: float):
     return step
 
 
+def last_block_masks(block_H: int, block_N: int, h_q: int, s_q: int):
+    """TileLang macros for a sequence's last K/V block (keys first .. first + block_N - 1):
+    `mask_scores` sets the scores of keys past the length, or past a query token's causal limit
+    (s_q = 2: token i sees positions < length - (s_q - 1 - i)), to -inf; `zero_rows` zeroes the
+    cache rows past the length in stage `st` of a [stages, block_N, >= 512] K/V buffer (they may
+    hold NaN, and 0 x NaN is NaN in P V)."""
+    import tilelang.language as T
+
+    @T.macro
+    def mask_scores(S, first, seqlen, r0):
+        for r, j in T.Parallel(block_H, block_N):
+            S[r, j] = T.if_then_else(first + j < seqlen - s_q + 1 + T.min((r0 + r) // h_q, s_q - 1),
+                                     S[r, j], -T.infinity("float32"))
+
+    @T.macro
+    def zero_rows(KV_s, st, first, seqlen):
+        for j, d in T.Parallel(block_N, D_V):
+            KV_s[st, j, d] = T.if_then_else(first + j < seqlen, KV_s[st, j, d], 0)
+
+    return mask_scores, zero_rows
+
+
 def padded_rows_io(block_H: int, rows: int, h_q: int, scale: float):
     """TileLang macros for a row tile that may run past the `rows` query rows (a zero-padded
     tile): `load_q` copies Q's rows into Q_s / Qpe_s with zeros past the last row; `store`

@@ -64,6 +64,11 @@ class Knobs:
     lean_tail: bool = False
     staged_out: bool = False
 
+    @property
+    def own_warpgroups(self) -> bool:
+        """A warp-specialized kernel (64-row tiles, Hopper only), not the split kernel."""
+        return self.kernel not in (None, "split")
+
     def builder_args(self) -> dict:
         if self.kernel == "pingpong":
             return {}
@@ -119,7 +124,10 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
             b, lo, r0 = plan[p, 0], plan[p, 1], g * block_H
             seqlen = cache_seqlens[b]
             last = T.ceildiv(seqlen, block_N) - 1
-            ragged = _ragged(seqlen, block_N, lean_tail)  # the length ends inside the last block
+            # lean_tail: the last block needs its cache rows zeroed only where the length ends
+            # inside it, and (s_q = 1, no causal limit there) its scores masked only then too
+            ragged = seqlen % block_N != 0 if lean_tail else True
+            mask_last = ragged if s_q == 1 else True
             if padded:
                 load_q_rows(Q, Q_s, Qpe_s, b, r0)
             else:
@@ -141,7 +149,7 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
                 T.gemm(Q_s, KV_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol, clear_accum=True)
                 T.gemm(Qpe_s, Kpe_s, S, transpose_B=True, policy=T.GemmWarpPolicy.FullCol)
                 if lo + it == last:  # length and causal limits (s_q <= 2) both fall in the last block
-                    if ragged if s_q == 1 else True:
+                    if mask_last:
                         for r, j in T.Parallel(block_H, block_N):
                             S[r, j] = T.if_then_else((lo + it) * block_N + j < seqlen - s_q + 1 + (r0 + r) // h_q,
                                                      S[r, j], -T.infinity(accum))
@@ -178,11 +186,6 @@ def mla_decode_split_kv(h_q, s_q, dtype, sm_scale, block_N=64, stages=2, threads
                     LSE_part[plan[p, 3], r0 + r] = T.log2(l[r]) + m[r] * scale
 
     return split_kv
-
-
-def _ragged(seqlen, block_N: int, lean: bool):
-    """Whether the length ends inside a block (a run-time test), or True without lean_tail."""
-    return seqlen % block_N != 0 if lean else True
 
 
 def mla_decode_combine(h_q, s_q, dtype, threads=128):
@@ -297,7 +300,7 @@ def row_tile(rows: int, pad_rows: bool | None = False) -> int:
 
 def target_pieces(h_q: int, s_q: int, knobs: Knobs, sm_count: int | None = None) -> int:
     """Pieces so that (row tiles x pieces) CTAs fill the SMs ctas_per_sm times."""
-    tiles = -(-s_q * h_q // row_tile(s_q * h_q, knobs.pad_rows or knobs.kernel not in (None, "split")))
+    tiles = -(-s_q * h_q // row_tile(s_q * h_q, knobs.pad_rows or knobs.own_warpgroups))
     return max(1, (sm_count or device_sms()) * max(1, knobs.ctas_per_sm) // tiles)
 
 
@@ -305,7 +308,7 @@ def builder_args(knobs: Knobs, target=None) -> dict:
     """The builder's arguments for the target (default: this device's): without TMA (before
     Hopper), guarded K/V loads in a one-stage pipeline (two stages do not lower there)."""
     target = default_target() if target is None else target
-    if knobs.kernel not in (None, "split") or _hopper(target):
+    if knobs.own_warpgroups or _hopper(target):
         return knobs.builder_args()
     return {**knobs.builder_args(), "tma_loads": False, "stages": 1}
 

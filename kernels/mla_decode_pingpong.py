@@ -15,7 +15,7 @@ last block's keys past the length (and the causal limit for s_q = 2) are masked 
 (possibly NaN) cache rows zeroed by the warpgroup that scored them, before either multiplies P by V.
 """
 
-from kernels.mla_common import D_PE, D_QK, D_V, LOG2E, PAGE, PLAN_FIELDS, padded_rows_io
+from kernels.mla_common import D_PE, D_QK, D_V, LOG2E, PAGE, PLAN_FIELDS, last_block_masks, padded_rows_io
 
 
 def mla_decode_pingpong(h_q, s_q, dtype, sm_scale):
@@ -26,6 +26,7 @@ def mla_decode_pingpong(h_q, s_q, dtype, sm_scale):
     tiles = half // D_PE  # 64-column slices of each half of K, one barrier each
     scale = sm_scale * LOG2E
     _, store = padded_rows_io(block_H, rows, h_q, scale)
+    mask_scores, _ = last_block_masks(block_H, block_N, h_q, s_q)
     batch, num_tokens, max_pages, pieces, slots = T.dynamic("batch num_tokens max_pages pieces slots")
 
     @T.macro
@@ -49,9 +50,8 @@ def mla_decode_pingpong(h_q, s_q, dtype, sm_scale):
 
     @T.macro
     def mask_last(S, K_l, K_r, blk, seqlen, r0):  # length and causal limits; NaN rows of the cache zeroed
-        for r, j in T.Parallel(block_H, block_N):
-            S[r, j] = T.if_then_else(blk * block_N + j < seqlen - s_q + 1 + (r0 + r) // h_q, S[r, j], -T.infinity(accum))
-        for j, d in T.Parallel(block_N, half):
+        mask_scores(S, blk * block_N, seqlen, r0)
+        for j, d in T.Parallel(block_N, half):  # this block's K/V lives in two halves here
             K_l[j, d] = T.if_then_else(blk * block_N + j < seqlen, K_l[j, d], 0)
             K_r[j, d] = T.if_then_else(blk * block_N + j < seqlen, K_r[j, d], 0)
         T.fence_proxy_async()

@@ -18,7 +18,7 @@ the length (and the causal limit for s_q = 2) are masked in S, and their (possib
 rows zeroed before either consumer multiplies P by V.
 """
 
-from kernels.mla_common import D_PE, D_QK, D_V, LOG2E, PAGE, PLAN_FIELDS, padded_rows_io
+from kernels.mla_common import D_PE, D_QK, D_V, LOG2E, PAGE, PLAN_FIELDS, last_block_masks, padded_rows_io
 
 
 def mla_decode_seesaw(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
@@ -28,6 +28,7 @@ def mla_decode_seesaw(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
     rows, accum, block_H, half = s_q * h_q, "float32", 64, D_V // 2
     scale = sm_scale * LOG2E
     _, store = padded_rows_io(block_H, rows, h_q, scale)
+    mask_scores, zero_rows = last_block_masks(block_H, block_N, h_q, s_q)
     batch, num_tokens, max_pages, pieces, slots = T.dynamic("batch num_tokens max_pages pieces slots")
     tail = block_N == D_PE  # P_w fits where its block's rope keys were (all the shared memory is used)
     p0 = D_V if tail else 0  # P_w's first column in its buffer
@@ -53,12 +54,8 @@ def mla_decode_seesaw(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
                 T.wgmma_gemm(Q_s[:, D_V:D_QK], KV_s[st, :, D_V:D_QK], S, transpose_B=True)
                 T.wait_wgmma(0)
                 if lo + k == last:  # length and causal limits; NaN rows of the cache zeroed
-                    for r, j in T.Parallel(block_H, block_N):
-                        S[r, j] = T.if_then_else(
-                            (lo + k) * block_N + j < seqlen - s_q + 1 + T.min((r0 + r) // h_q, s_q - 1),
-                            S[r, j], -T.infinity(accum))
-                    for j, d in T.Parallel(block_N, D_V):
-                        KV_s[st, j, d] = T.if_then_else((lo + k) * block_N + j < seqlen, KV_s[st, j, d], 0)
+                    mask_scores(S, (lo + k) * block_N, seqlen, r0)
+                    zero_rows(KV_s, st, (lo + k) * block_N, seqlen)
                 T.reduce_max(S, m, dim=1, clear=False)
             else:  # the pair's second block lies past the piece
                 T.fill(S, -T.infinity(accum))

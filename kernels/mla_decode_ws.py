@@ -15,7 +15,7 @@ last block's keys past the length are masked in S and their (possibly NaN) cache
 before either consumer multiplies P by V.
 """
 
-from kernels.mla_common import D_PE, D_QK, D_V, LOG2E, PAGE, PLAN_FIELDS, online_softmax, padded_rows_io
+from kernels.mla_common import D_PE, D_QK, D_V, LOG2E, PAGE, PLAN_FIELDS, last_block_masks, online_softmax, padded_rows_io
 
 
 def mla_decode_ws(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
@@ -25,6 +25,7 @@ def mla_decode_ws(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
     scale = sm_scale * LOG2E
     softmax = online_softmax(block_H, block_N, scale)
     load_q, store = padded_rows_io(block_H, rows, h_q, scale)
+    mask_scores, zero_rows = last_block_masks(block_H, block_N, h_q, s_q)
     batch, num_tokens, max_pages, pieces, slots = T.dynamic("batch num_tokens max_pages pieces slots")
 
     @T.prim_func
@@ -88,12 +89,8 @@ def mla_decode_ws(h_q, s_q, dtype, sm_scale, block_N=64, stages=2):
                             T.wgmma_gemm(Qpe_s, Kpe_s[st, :, :], S, transpose_B=True)
                             T.wait_wgmma(0)
                             if lo + k == last:  # length and causal limits; NaN rows of the cache zeroed
-                                for r, j in T.Parallel(block_H, block_N):
-                                    S[r, j] = T.if_then_else(
-                                        (lo + k) * block_N + j < seqlen - s_q + 1 + T.min((r0 + r) // h_q, s_q - 1),
-                                        S[r, j], -T.infinity(accum))
-                                for j, d in T.Parallel(block_N, D_V):
-                                    KV_s[st, j, d] = T.if_then_else((lo + k) * block_N + j < seqlen, KV_s[st, j, d], 0)
+                                mask_scores(S, (lo + k) * block_N, seqlen, r0)
+                                zero_rows(KV_s, st, (lo + k) * block_N, seqlen)
                                 T.fence_proxy_async()
                             if k > 0:  # consumer 1 is done with the previous P
                                 T.barrier_arrive(p_free)

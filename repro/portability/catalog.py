@@ -120,28 +120,27 @@ def mla_decode(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bflo
     return Build(m.mla_decode_split_kv, (heads, s_q, dtype, m.D_QK ** -0.5), knobs)
 
 
+def _mla_attention(heads: int, s_q: int, dtype: str, **knobs) -> Build:
+    """The attention kernel of kernels.mla_decode's schedule `Knobs(**knobs)` (its KERNELS table)."""
+    from kernels import mla_decode as m
+
+    k = m.Knobs(**knobs)
+    return Build(m.KERNELS[k.kernel], (heads, s_q, dtype, m.D_QK ** -0.5), k.builder_args())
+
+
 def mla_decode_ws(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
     """The warp-specialized candidate (Hopper's wgmma, mbarriers and register budgets)."""
-    from kernels import mla_decode as m
-    from kernels.mla_decode_ws import mla_decode_ws as builder
-
-    return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(kernel="ws").builder_args())
+    return _mla_attention(heads, s_q, dtype, kernel="ws")
 
 
 def mla_decode_seesaw(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
     """The seesaw kernel the default takes for long 32-row tiles on Hopper (four 32-key buffers)."""
-    from kernels import mla_decode as m
-    from kernels.mla_decode_seesaw import mla_decode_seesaw as builder
-
-    return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(kernel="seesaw", block_N=32, stages=4).builder_args())
+    return _mla_attention(heads, s_q, dtype, kernel="seesaw", block_N=32, stages=4)
 
 
 def mla_decode_pingpong(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
     """FlashMLA's schedule, a candidate (Hopper's TMA, wgmma with register operands, mbarriers)."""
-    from kernels import mla_decode as m
-    from kernels.mla_decode_pingpong import mla_decode_pingpong as builder
-
-    return Build(builder, (heads, s_q, dtype, m.D_QK ** -0.5), m.Knobs(kernel="pingpong").builder_args())
+    return _mla_attention(heads, s_q, dtype, kernel="pingpong")
 
 
 def mla_decode_combine(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
