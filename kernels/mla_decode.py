@@ -50,19 +50,26 @@ class Knobs:
     # warpgroups and 64-row tiles (`threads` and `pad_rows` unused): "seesaw"
     # (kernels/mla_decode_seesaw.py), "ws" (kernels/mla_decode_ws.py) and "pingpong"
     # (kernels/mla_decode_pingpong.py, FlashMLA's schedule: 64-key blocks, 64-row tiles only), the
-    # last two candidates under measurement. None (the default): make_plan takes "seesaw" with
-    # four 32-key buffers where it would pad 32-row tiles (1.14-1.39x there on the H200,
-    # results/h200/ab/20261203T1742), else "split".
+    # last two candidates under measurement. None (the default): on Hopper, make_plan takes
+    # "seesaw" with four 32-key buffers for 32-row tiles whose pieces average `seesaw_from` 64-key
+    # blocks or more (1.14-1.39x there on the H200, results/h200/ab/20261203T1742; 1.22-1.44x
+    # from 16 blocks, 0.86-1.08x at 4, results/h200/ab/20261203T1925), "pingpong" for 64-row
+    # tiles whose pieces average `pingpong_from` (1.09-1.19x from 128 blocks, 0.90-0.95x at 8-16,
+    # results/h200/ab/20261203T1918); else "split". pingpong_from None: never.
     # combine: "serial" (mla_decode_combine, below) or "wide" (kernels/mla_decode_combine.py: the
     # pieces' statistics split over the threads, four O rows a step), a candidate.
     pad_rows: bool | None = None
     balanced: bool = True
     kernel: str | None = None
     combine: str = "serial"
-    # lean_tail / staged_out: mla_decode_split_kv's (candidates: the last block's masking only
-    # where the length ends inside it; the final output stored through shared memory).
-    lean_tail: bool = False
-    staged_out: bool = False
+    # lean_tail / staged_out: mla_decode_split_kv's (the last block's masking only where the
+    # length ends inside it; the final output stored through shared memory).
+    # Both on by default (together 1.07-1.33x on short and 1k-4k cases, none slower beyond noise
+    # on the H200: results/h200/ab/20261203T1918).
+    lean_tail: bool = True
+    staged_out: bool = True
+    seesaw_from: int = 12
+    pingpong_from: int | None = 64
 
     @property
     def own_warpgroups(self) -> bool:
@@ -74,7 +81,8 @@ class Knobs:
             return {}
         if self.kernel in ("ws", "seesaw"):
             return {"block_N": self.block_N, "stages": self.stages}
-        args = {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "kernel", "combine")}
+        args = {k: v for k, v in asdict(self).items() if k not in ("ctas_per_sm", "balanced", "kernel", "combine",
+                                                                  "seesaw_from", "pingpong_from")}
         return {**args, "pad_rows": bool(self.pad_rows)}  # None (decided by the plan) builds unpadded
 
 
@@ -345,19 +353,30 @@ class Plan:
     args: dict  # the builder's schedule arguments for this device (builder_args), chosen once
 
 
+def _auto_kernel(k: Knobs, pieces, rows: int) -> Knobs:
+    """Knobs with pad_rows None: the kernel (where Knobs.kernel is None, on Hopper) and the 32-row
+    padding chosen by the plan's mean piece length in 64-key blocks."""
+    blocks = float((pieces[:, 2] - pieces[:, 1]).float().mean()) * k.block_N / 64
+    short_tile = row_tile(rows, True) != row_tile(rows)  # 32 rows: mma, or wgmma on a padded tile
+    if k.kernel is None and _hopper(default_target()):
+        if short_tile and blocks >= k.seesaw_from:
+            return replace(k, kernel="seesaw", block_N=32, stages=4, pad_rows=False)
+        if rows % 64 == 0 and k.block_N == PAGE and k.pingpong_from is not None and blocks >= k.pingpong_from:
+            return replace(k, kernel="pingpong", pad_rows=False)
+    return replace(k, pad_rows=bool(short_tile and blocks >= PAD_MIN_BLOCKS))
+
+
 def make_plan(cache_seqlens, h_q: int, s_q: int, knobs: Knobs | None = None, ctas: int | None = None) -> Plan:
     """The plan for these lengths (ctas: pieces wanted, default from the knobs and the SM count)."""
     import torch
 
     k = knobs or default_knobs(h_q, s_q)
+    knobs_block_N = k.block_N
     pieces, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N, ctas or target_pieces(h_q, s_q, k),
                                        balanced=k.balanced)
-    if k.pad_rows is None:  # pad 32-row tiles where the pieces are long enough to repay it
-        blocks = pieces[:, 2] - pieces[:, 1]
-        k = replace(k, pad_rows=bool(row_tile(s_q * h_q, True) != row_tile(s_q * h_q)
-                                     and float(blocks.float().mean()) * k.block_N / 64 >= PAD_MIN_BLOCKS))
-        if k.pad_rows and k.kernel is None and _hopper(default_target()):  # there, the seesaw kernel, 32-key blocks
-            k = replace(k, kernel="seesaw", block_N=32, stages=4, pad_rows=False)
+    if k.pad_rows is None:  # the kernel and the padding follow the pieces' mean length
+        k = _auto_kernel(k, pieces, s_q * h_q)
+        if k.block_N != knobs_block_N:  # the seesaw kernel's 32-key blocks
             pieces, seq_slot = mla_decode_plan(cache_seqlens.cpu().tolist(), k.block_N,
                                                ctas or target_pieces(h_q, s_q, k), balanced=k.balanced)
     k = replace(k, kernel=k.kernel or "split")

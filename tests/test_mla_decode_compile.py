@@ -321,13 +321,13 @@ def test_pingpong_candidate_compiles_for_hopper():
     assert tl_mla.make_plan(torch.tensor([4096] * 4, dtype=torch.int32), 64, 1, knobs).knobs.kernel == "pingpong"
 
 
-def test_lean_split_kernel_tests_the_tail_at_run_time():
+def test_lean_split_kernel_is_the_default_and_tests_the_tail_at_run_time():
     """lean_tail masks the last block (s_q = 1) and zeroes its cache rows only when the length
     ends inside it: a run-time test on the length appears; staged_out stores through shared memory."""
     plain = compile_kernel(tl_mla.mla_decode_split_kv, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER,
-                           **tl_mla.Knobs().builder_args()).get_kernel_source()
+                           **tl_mla.Knobs(lean_tail=False, staged_out=False).builder_args()).get_kernel_source()
     lean = compile_kernel(tl_mla.mla_decode_split_kv, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER,
-                          **tl_mla.Knobs(lean_tail=True, staged_out=True).builder_args()).get_kernel_source()
+                          **tl_mla.Knobs().builder_args()).get_kernel_source()  # the default
     assert "(seqlen & 63)" not in plain and "(seqlen & 63)" in lean  # the length's offset in its last block
     assert "tma_store" not in plain and "tma_store" in lean  # O staged in shared memory, then one TMA store
 
@@ -381,21 +381,31 @@ def test_candidates_are_valid_schedules():
     assert all(k.pad_rows is None and k.balanced and k.kernel is None for k in tl_mla.CANDIDATES)  # ws, pingpong: under measurement
 
 
-def test_plan_takes_the_seesaw_kernel_where_it_would_pad_32_row_tiles(monkeypatch):
-    """Knobs() leaves the kernel to make_plan: long pieces of a 32-row tile (h_q 32, or 16 with
-    s_q 2) go to the seesaw kernel with four 32-key buffers, planned in 32-key blocks; short ones,
-    64-row tiles and 16-row tiles stay on the split kernel; before Hopper nothing changes."""
-    long_, short = torch.tensor([8192] * 128, dtype=torch.int32), torch.tensor([256] * 128, dtype=torch.int32)
+def test_plan_picks_the_kernel_by_the_pieces_length(monkeypatch):
+    """Knobs() leaves the kernel to make_plan: on Hopper, 32-row tiles (h_q 32, or 16 with s_q 2)
+    whose pieces average 12 or more 64-key blocks go to the seesaw kernel with four 32-key buffers,
+    planned in 32-key blocks; 64-row tiles whose pieces average 64 or more to the pingpong kernel;
+    the rest, 16-row tiles and anything before Hopper, to the split kernel."""
+    def lens(n, batch=128):
+        return torch.tensor([n] * batch, dtype=torch.int32)
+
     for h_q, s_q in ((32, 1), (16, 2)):
-        plan = tl_mla.make_plan(long_, h_q, s_q)
+        plan = tl_mla.make_plan(lens(8192), h_q, s_q)
         assert plan.knobs.kernel == "seesaw" and plan.args == {"block_N": 32, "stages": 4}
         assert int((plan.pieces[:, 2] - plan.pieces[:, 1]).sum()) == 128 * 8192 // 32  # 32-key blocks
-        assert tl_mla.make_plan(short, h_q, s_q).knobs.kernel == "split"
-        assert tl_mla.make_plan(long_, h_q, s_q, tl_mla.Knobs(kernel="split")).knobs.pad_rows  # the split kernel, padded
-    for h_q, s_q in ((128, 1), (64, 2), (16, 1)):
-        assert tl_mla.make_plan(long_, h_q, s_q).knobs.kernel == "split"
+        assert tl_mla.make_plan(lens(768), h_q, s_q).knobs.kernel == "seesaw"  # 12 blocks
+        assert tl_mla.make_plan(lens(704), h_q, s_q).knobs.kernel == "split"  # 11
+        assert tl_mla.make_plan(lens(8192), h_q, s_q, tl_mla.Knobs(kernel="split")).knobs.pad_rows  # the split kernel, padded
+        assert tl_mla.make_plan(lens(1024), h_q, s_q, tl_mla.Knobs(seesaw_from=32)).knobs.kernel == "split"
+    for h_q, s_q in ((128, 1), (64, 2), (64, 1)):
+        assert tl_mla.make_plan(lens(4096), h_q, s_q).knobs.kernel == "pingpong"  # one piece of 64 blocks each
+        assert tl_mla.make_plan(lens(4032), h_q, s_q).knobs.kernel == "split"
+        assert tl_mla.make_plan(lens(8192), h_q, s_q, tl_mla.Knobs(pingpong_from=None)).knobs.kernel == "split"
+        assert tl_mla.make_plan(lens(8192), h_q, s_q, tl_mla.Knobs(block_N=32)).knobs.kernel == "split"  # 64-key only
+    assert tl_mla.make_plan(lens(32768, 1), 128, 1).knobs.kernel == "split"  # one sequence cut into 66 short pieces
+    assert tl_mla.make_plan(lens(8192), 16, 1).knobs.kernel == "split"
     monkeypatch.setenv("REPRO_TILELANG_TARGET", "sm_80")
-    plan = tl_mla.make_plan(long_, 32, 1)
+    plan = tl_mla.make_plan(lens(8192), 32, 1)
     assert plan.knobs.kernel == "split" and plan.args["tma_loads"] is False
     assert tl_mla.target_pieces(128, 1, tl_mla.Knobs(), 132) == 66  # two row tiles share the SMs
     assert tl_mla.target_pieces(16, 1, tl_mla.Knobs(ctas_per_sm=2), 132) == 264

@@ -23,6 +23,9 @@ becomes a default only when no case is slower beyond noise.
   combine  the wide combine (Knobs(combine="wide")) against Knobs() on the cases that cut sequences
   pingpong  FlashMLA's own schedule (Knobs(kernel="pingpong"): TMA per 64-column slice, scores of
         the next pair rotated into this one) against Knobs(), on the 64-row cases
+  auto  Knobs() (make_plan takes the seesaw kernel from 12 blocks per piece, the pingpong kernel
+        for 64-row tiles from 64, the split kernel lean) against the default it replaces (seesaw
+        from 32 blocks, no pingpong, no lean), on every case of the studies above and the thresholds
   gemm  GEMM: heuristic_knobs (the default it replaced) against default_knobs (model_knobs where
         it measured faster), bf16, on the schedule study's 30 shapes and 24 it never saw, cuBLAS beside
   gemm-study  every schedule of study_menu on the study's 30 shapes, one timing each: the data
@@ -92,7 +95,15 @@ COMBINE_CASES = [dict(batch=1, h_q=128, seqlen=65536, lengths="equal"), dict(bat
 # TileLang's README grid where the split kernel trails TileLang's example most (short equal lengths).
 LEAN_CASES = [dict(batch=batch, h_q=128, seqlen=seqlen, lengths="equal", dtype="fp16") for batch in (64, 128)
               for seqlen in (1024, 2048, 4096)] + [dict(batch=128, h_q=64, s_q=2, seqlen=1000, lengths="equal")]
-REPLACED = {"pad_rows": False, "balanced": False}  # MLA decode's default before 2026-12-03
+REPLACED = {"pad_rows": False, "balanced": False, "lean_tail": False, "staged_out": False}  # before 2026-12-03
+# The default of 2026-12-03 (seesaw from 32 blocks per piece, no pingpong, no lean split kernel).
+PREVIOUS = {"lean_tail": False, "staged_out": False, "seesaw_from": 32, "pingpong_from": None}
+# Where the kernel choice changes: 32-row tiles at 8-12 blocks per piece, 64-row tiles at 32-64.
+AUTO_CASES = [dict(batch=128, h_q=h_q, s_q=s_q, seqlen=seqlen, lengths=lengths) for h_q, s_q in ((16, 2), (32, 1))
+              for seqlen in (512, 768) for lengths in ("equal", "varied")] + [
+    dict(batch=128, h_q=128, seqlen=4096, lengths="equal"), dict(batch=64, h_q=128, seqlen=4096, lengths="varied"),
+    dict(batch=128, h_q=64, s_q=2, seqlen=2048, lengths="equal"), dict(batch=132, h_q=64, seqlen=4096, lengths="varied"),
+    dict(batch=2, h_q=128, seqlen=131072, lengths="equal")]
 
 
 def mla(out: Path, candidate: dict, name: str, base: dict | None = None, cases: list | None = None) -> None:
@@ -109,6 +120,11 @@ def mla(out: Path, candidate: dict, name: str, base: dict | None = None, cases: 
         for knobs in (M.Knobs(**(base or {})), M.Knobs(**candidate)):
             for pad in ((False, True) if knobs.pad_rows is None else (knobs.pad_rows,)):
                 jobs.add((spec["h_q"], spec.get("s_q", 1), spec.get("dtype", "bf16"), replace(knobs, pad_rows=pad)))
+            if knobs.kernel is None:  # the warp-specialized kernels make_plan may take
+                rows = spec["h_q"] * spec.get("s_q", 1)
+                for auto in ([replace(knobs, kernel="seesaw", block_N=32, stages=4)] if 16 < rows < 64 else []) + (
+                        [replace(knobs, kernel="pingpong")] if rows % 64 == 0 else []):
+                    jobs.add((spec["h_q"], spec.get("s_q", 1), spec.get("dtype", "bf16"), replace(auto, pad_rows=False)))
     with ProcessPoolExecutor(8) as pool:  # fills TileLang's kernel cache in parallel
         list(pool.map(_precompile_mla, sorted(jobs, key=str)))
     print(f"{name}: {len(jobs)} kernels compiled in {time.time() - started:.0f} s", flush=True)
@@ -299,7 +315,7 @@ def _manifest(out: Path, studies: list) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "lean", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "lean", "auto", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -331,6 +347,14 @@ def main(argv=None) -> int:
         elif study == "pingpong":
             mla(out, {"kernel": "pingpong"}, "mla_pingpong", cases=[c for c in MLA_CASES + PINGPONG_CASES
                                                                      if c["h_q"] * c.get("s_q", 1) % 64 == 0])
+        elif study == "auto":
+            seen, cases = set(), []
+            for c in MLA_CASES + PINGPONG_CASES + LEAN_CASES + COMBINE_CASES + AUTO_CASES + PAD_SWEEP + [
+                    dict(c, lengths="varied") for c in PAD_SWEEP]:
+                if str(c) not in seen:
+                    seen.add(str(c))
+                    cases.append(c)
+            mla(out, {}, "mla_auto", base=PREVIOUS, cases=cases)
         elif study == "gemm":
             gemm(out)
         else:
