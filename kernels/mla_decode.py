@@ -49,8 +49,8 @@ class Knobs:
     # kernel: "split" (mla_decode_split_kv, below) or a warp-specialized kernel with its own
     # warpgroups and 64-row tiles (`threads` and `pad_rows` unused): "seesaw"
     # (kernels/mla_decode_seesaw.py), "ws" (kernels/mla_decode_ws.py) and "pingpong"
-    # (kernels/mla_decode_pingpong.py, FlashMLA's schedule: 64-key blocks, 64-row tiles only), the
-    # last two candidates under measurement. None (the default): on Hopper, make_plan takes
+    # (kernels/mla_decode_pingpong.py, FlashMLA's schedule: 64-key blocks, 64-row tiles only);
+    # "ws" a candidate. None (the default): on Hopper, make_plan takes
     # "seesaw" with four 32-key buffers for 32-row tiles whose pieces average `seesaw_from` 64-key
     # blocks or more (1.14-1.39x there on the H200, results/h200/ab/20261203T1742; 1.22-1.44x
     # from 16 blocks, 0.86-1.08x at 4, results/h200/ab/20261203T1925), "pingpong" for 64-row

@@ -26,6 +26,9 @@ becomes a default only when no case is slower beyond noise.
   auto  Knobs() (make_plan takes the seesaw kernel from 12 blocks per piece, the pingpong kernel
         for 64-row tiles from 64, the split kernel lean) against the default it replaces (seesaw
         from 32 blocks, no pingpong, no lean), on every case of the studies above and the thresholds
+  pingpong-from  Knobs(pingpong_from=16) and (pingpong_from=32) against Knobs() (64) on the 64-row
+        cases whose pieces average 16-63 blocks (TileLang's README grid at 1k-4k, odd batches):
+        where the pingpong kernel's threshold should sit
   gemm  GEMM: heuristic_knobs (the default it replaced) against default_knobs (model_knobs where
         it measured faster), bf16, on the schedule study's 30 shapes and 24 it never saw, cuBLAS beside
   gemm-study  every schedule of study_menu on the study's 30 shapes, one timing each: the data
@@ -315,7 +318,7 @@ def _manifest(out: Path, studies: list) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "lean", "auto", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "lean", "auto", "pingpong-from", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -355,6 +358,12 @@ def main(argv=None) -> int:
                     seen.add(str(c))
                     cases.append(c)
             mla(out, {}, "mla_auto", base=PREVIOUS, cases=cases)
+        elif study == "pingpong-from":
+            cases = LEAN_CASES + [dict(c, dtype="bf16") for c in LEAN_CASES if c["h_q"] == 128] + PINGPONG_CASES + [
+                dict(batch=96, h_q=128, seqlen=3000, lengths="varied"), dict(batch=128, h_q=64, seqlen=1536, lengths="equal"),
+                dict(batch=128, h_q=64, s_q=2, seqlen=2048, lengths="varied")]
+            for start in (32, 16):
+                mla(out, {"pingpong_from": start}, f"mla_pingpong_from{start}", cases=cases)
         elif study == "gemm":
             gemm(out)
         else:

@@ -86,20 +86,27 @@ def time_cuda(fn: Callable[[], object], timing: TimerSettings, flusher: L2Flushe
 
     call = _graph_of(fn) if timing.cuda_graph else fn
     flush = (flusher or L2Flusher()) if timing.flush_l2 else (lambda: None)
-    # Warm-up: module loading, autotuners and lazy init stay out of the samples.
+    # Warm-up: module loading, autotuners and lazy init stay out of the samples, and so does the
+    # clock's climb from idle: the calls (each after its flush, as sampled) go in growing batches
+    # with no sync inside one, so a microsecond kernel keeps the device busy for warmup_ms too
+    # (one call and a sync at a time left it mostly idle: the MLA short grid's 15 us kernels read
+    # 15 to 70 us from run to run on the H200, FlashMLA's as much as ours).
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     call()
     torch.cuda.synchronize()
     start.record()
-    n_warm = 0
+    n_warm, batch = 0, 1
     while True:
-        call()
-        n_warm += 1
+        for _ in range(batch):
+            flush()
+            call()
+        n_warm += batch
         end.record()
         end.synchronize()
-        if start.elapsed_time(end) >= timing.warmup_ms or n_warm >= 1000:
+        if start.elapsed_time(end) >= timing.warmup_ms or n_warm >= 4000:
             break
-    estimate = start.elapsed_time(end) / n_warm
+        batch = min(2 * batch, 64)
+    estimate = start.elapsed_time(end) / n_warm  # a sample's device time, its flush included
     reps = rep_count(estimate, timing.rep_ms, timing.min_reps, timing.max_reps)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]

@@ -139,7 +139,7 @@ def mla_decode_seesaw(batch: int, heads: int, s_q: int, seqlen: int, dtype: str 
 
 
 def mla_decode_pingpong(batch: int, heads: int, s_q: int, seqlen: int, dtype: str = "bfloat16") -> Build:
-    """FlashMLA's schedule, a candidate (Hopper's TMA, wgmma with register operands, mbarriers)."""
+    """FlashMLA's schedule, the default's kernel for long 64-row tiles on Hopper (TMA, wgmma with register operands, mbarriers)."""
     return _mla_attention(heads, s_q, dtype, kernel="pingpong")
 
 
