@@ -74,3 +74,34 @@ def compile_kernel(builder, *args, out_idx=None, target=None, pass_configs=None,
     out = tuple(out_idx) if isinstance(out_idx, (list, tuple)) else out_idx
     configs = tuple(sorted(pass_configs.items())) if pass_configs else None
     return _compile_cached(builder, args, tuple(sorted(kwargs.items())), out, _freeze(target), configs)
+
+
+def ptxas_usage(kernel, arch: str = "sm_90a") -> dict:
+    """The compiler's resource report of a compiled CUDA kernel's device source (no GPU needed):
+    registers per thread and spilled bytes (ptxas -v, with TileLang's own headers)."""
+    import re
+    import subprocess
+    import tempfile
+
+    import tilelang
+
+    root = os.path.dirname(tilelang.__file__)
+    with tempfile.TemporaryDirectory() as tmp:
+        cu = os.path.join(tmp, "kernel.cu")
+        with open(cu, "w") as fh:
+            fh.write(kernel.get_kernel_source())
+        done = subprocess.run(["nvcc", f"-arch={arch}", "-std=c++17", "-cubin", "-o", os.path.join(tmp, "k.cubin"),
+                               "-Xptxas", "-v", "--use_fast_math", f"-I{root}/src", f"-I{root}/3rdparty/cutlass/include",
+                               f"-I{root}/3rdparty/tvm/include", cu], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"nvcc failed on the kernel's source: {done.stderr.strip()[-400:]}")
+    text = done.stderr
+
+    def last(pattern):
+        found = re.findall(pattern, text)
+        if not found:
+            raise RuntimeError(f"no {pattern!r} in ptxas' report: {text[-400:]}")
+        return int(found[-1])
+
+    return {"registers": last(r"Used (\d+) registers"), "spill_stores": last(r"(\d+) bytes spill stores"),
+            "spill_loads": last(r"(\d+) bytes spill loads"), "stack": last(r"(\d+) bytes stack frame")}

@@ -96,7 +96,6 @@ def flash_attention_fwd(batch: int, heads: int, kv_heads: int, seq_q: int, seq_k
              V: T.Tensor([batch, seq_k, kv_heads, dim_v], dtype), O: T.Tensor([batch, seq_q, heads, dim_v], dtype)):
         with T.Kernel(m_blocks, heads, batch, threads=threads + 128 * (schedule != "serial")) as (bx_, head, b):
             bx = m_blocks - 1 - bx_ if causal else bx_  # causal: the longest rows first, a shorter tail
-            tx = T.get_thread_binding()
             Q_shared = T.alloc_shared([block_M, dim], dtype)
             # The output is staged through Q's tile once Q is dead, where it fits.
             O_shared = Q_shared if dim_v == dim else T.alloc_shared([block_M, dim_v], dtype)
@@ -108,34 +107,36 @@ def flash_attention_fwd(batch: int, heads: int, kv_heads: int, seq_q: int, seq_k
             # Keys past the last row's causal limit are never visited (every row sees one key at least:
             # `prepare` leaves out the rows of s_q > s_k that see none).
             n_blocks = T.min(n_keys, T.ceildiv((bx + 1) * block_M + offset, block_N)) if causal else n_keys
-            T.fill(acc_o, 0)
-            T.fill(denom, 0)
-            T.fill(row_max, -1.0e30)  # finite "no score yet": see NO_SCORE
             T.copy(Q[b, bx * block_M:(bx + 1) * block_M, head, :], Q_shared)
             # Stages of K/V: T.Pipelined adds its own to the serial schedule's tiles.
             K_shared = T.alloc_shared([S] * (schedule != "serial") + [block_N, dim], dtype)
             V_shared = T.alloc_shared([S] * (schedule != "serial") + [block_N, dim_v], dtype)
-            if schedule == "serial":
-                for k in T.Pipelined(n_blocks, num_stages=num_stages):
-                    T.copy(K[b, k * block_N:(k + 1) * block_N, head // groups, :], K_shared)
-                    init_scores(acc_s, k, bx)
-                    T.gemm(Q_shared, K_shared, acc_s, transpose_B=True, policy=full_row)
-                    softmax(acc_s, *stats)
-                    T.copy(acc_s, p)
-                    for i, j in T.Parallel(block_M, dim_v):
-                        acc_o[i, j] *= row_rescale[i]
-                    T.copy(V[b, k * block_N:(k + 1) * block_N, head // groups, :], V_shared)
-                    T.gemm(p, V_shared, acc_o, policy=full_row)
-            else:
-                # Per stage: K/V tile loaded (full: the producer's 128 threads), used (free: the consumers).
-                k_full, v_full, k_free, v_free = [T.alloc_barrier([n] * S) for n in (128, 128, threads, threads)]
-                if tx >= threads:  # producer warpgroup: TMA loads of K and V, S stages ahead
-                    T.set_max_nreg(24 if threads <= 256 else 32, 0)
-                    for k in T.serial(n_blocks):
-                        load(K, K_shared, k_full, k_free, k, b, head // groups)
-                        load(V, V_shared, v_full, v_free, k, b, head // groups)
-                else:  # consumer warpgroups (64 query rows each): QK^T of block 0, then the loop
+            # Per stage (overlap): K/V tile loaded (full: the producer's 128 threads), used (free: the consumers).
+            k_full, v_full, k_free, v_free = [T.alloc_barrier([n] * S) for n in (128, 128, threads, threads)
+                                              ] if schedule != "serial" else [None] * 4
+            if schedule != "serial" and T.get_thread_binding() >= threads:  # overlap's producer: K, V by TMA
+                T.set_max_nreg(24 if threads <= 256 else 32, 0)
+                for k in T.serial(n_blocks):
+                    load(K, K_shared, k_full, k_free, k, b, head // groups)
+                    load(V, V_shared, v_full, v_free, k, b, head // groups)
+            else:  # the consumers (serial: every thread, TileLang adds a producer); nothing lives across the split
+                if schedule != "serial":
                     T.set_max_nreg(240 if threads <= 256 else 160, 1)
+                T.fill(acc_o, 0)
+                T.fill(denom, 0)
+                T.fill(row_max, -1.0e30)  # finite "no score yet": see NO_SCORE
+                if schedule == "serial":
+                    for k in T.Pipelined(n_blocks, num_stages=num_stages):
+                        T.copy(K[b, k * block_N:(k + 1) * block_N, head // groups, :], K_shared)
+                        init_scores(acc_s, k, bx)
+                        T.gemm(Q_shared, K_shared, acc_s, transpose_B=True, policy=full_row)
+                        softmax(acc_s, *stats)
+                        T.copy(acc_s, p)
+                        for i, j in T.Parallel(block_M, dim_v):
+                            acc_o[i, j] *= row_rescale[i]
+                        T.copy(V[b, k * block_N:(k + 1) * block_N, head // groups, :], V_shared)
+                        T.gemm(p, V_shared, acc_o, policy=full_row)
+                else:  # QK^T of block 0, then the loop (64 query rows per consumer warpgroup)
                     T.barrier_wait(k_full[0], 0)
                     init_scores(acc_s, 0, bx)
                     T.gemm(Q_shared, K_shared[0, :, :], acc_s, transpose_B=True, policy=full_row)
@@ -158,7 +159,6 @@ def flash_attention_fwd(batch: int, heads: int, kv_heads: int, seq_q: int, seq_k
                         T.copy(acc_s, p)
                     T.barrier_wait(v_full[(n_blocks - 1) % S], ((n_blocks - 1) // S) % 2)
                     T.gemm(p, V_shared[(n_blocks - 1) % S, :, :], acc_o, policy=full_row)
-            if schedule == "serial" or tx < threads:  # the producer warpgroup has no output
                 for i, j in T.Parallel(block_M, dim_v):
                     acc_o[i, j] = T.if_then_else(denom[i] > 0, acc_o[i, j] / denom[i], 0)
                 T.copy(acc_o, O_shared)
