@@ -29,6 +29,9 @@ becomes a default only when no case is slower beyond noise.
   pingpong-from  Knobs(pingpong_from=16) and (pingpong_from=32) against Knobs() (64) on the 64-row
         cases whose pieces average 16-63 blocks (TileLang's README grid at 1k-4k, odd batches):
         where the pingpong kernel's threshold should sit
+  fa-overlap  FlashAttention forward: each overlap candidate of kernels/flash_attention.CANDIDATES
+        (FA3's schedule, spill-free since 2026-12-03) against the table's serial schedule, FA3
+        beside when its package imports, on FA3-grid, GQA, odd-length and head-dim 64/256 cases
   gemm  GEMM: heuristic_knobs (the default it replaced) against default_knobs (model_knobs where
         it measured faster), bf16, on the schedule study's 30 shapes and 24 it never saw, cuBLAS beside
   gemm-study  every schedule of study_menu on the study's 30 shapes, one timing each: the data
@@ -166,6 +169,75 @@ def _precompile_mla(job):
     try:
         M.compile_attention(h_q, s_q, {"bf16": "bfloat16", "fp16": "float16"}[dtype], M.D_QK ** -0.5,
                             M.builder_args(knobs), knobs.kernel)
+    except Exception as exc:  # the timed pass names it
+        return str(exc)[-200:]
+
+
+# (batch, heads, heads_kv, seqlen, head dim, causal, dtype): issue 27's cases, GQA, odd lengths, d 64 / 256.
+FA_CASES = [(4, 16, 16, 4096, 128, False, "bf16"), (4, 16, 16, 4096, 128, True, "bf16"), (2, 16, 16, 8192, 128, False, "bf16"),
+            (1, 16, 16, 16384, 128, True, "bf16"), (2, 16, 16, 4096, 128, True, "fp16"), (8, 32, 32, 2048, 64, False, "bf16"),
+            (2, 8, 8, 8192, 256, True, "bf16"), (1, 32, 8, 3000, 128, True, "bf16"), (2, 64, 8, 4096, 128, False, "bf16"),
+            (16, 16, 16, 1000, 128, False, "bf16"), (4, 16, 16, 4096, 64, True, "fp16"), (1, 16, 16, 32768, 128, True, "bf16")]
+
+
+def fa_overlap(out: Path) -> None:
+    import torch
+
+    from experiments import flash_attention as E
+    from kernels.flash_attention import CANDIDATES, OVERLAP, tuned_knobs
+    from repro.measure.gate import default_check
+
+    try:
+        from flash_attn_interface import flash_attn_func as fa3
+    except ImportError:
+        fa3 = None
+    from concurrent.futures import ProcessPoolExecutor
+
+    started = time.time()
+    jobs = [(c, kn) for c in FA_CASES for kn in [tuned_knobs(c[4], c[5], E.TORCH_DTYPES[c[6]])]
+            + [k for k in CANDIDATES[c[4]] if k.schedule == OVERLAP]]
+    with ProcessPoolExecutor(16) as pool:  # fills TileLang's kernel cache in parallel
+        list(pool.map(_precompile_fa, jobs))
+    print(f"fa_overlap: {len(jobs)} kernels compiled in {time.time() - started:.0f} s", flush=True)
+    time_it = _timer()
+    with open(out / "fa_overlap.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case", "candidate", "default_ms", "candidate_ms", "speedup", "fa3_ms", "default_trials",
+                    "candidate_trials", "gate"])
+        for batch, heads, heads_kv, seqlen, dim, causal, dtype in FA_CASES:
+            case = E._case(batch, heads, heads_kv, seqlen, seqlen, dim, causal, dtype)
+            label = f"b{batch} h{heads}:{heads_kv} s{seqlen} d{dim} {'causal ' if causal else ''}{dtype}"
+            try:
+                inputs = E.make_inputs(case, 1, "cuda")
+                ref, tol = E.reference(case, inputs), _tolerance("flash_attention", dtype)
+                q, k, v = inputs["q"], inputs["k"], inputs["v"]
+                fa3_ms = time_it(lambda: fa3(q, k, v, causal=causal)) if fa3 else float("nan")
+                for knobs in [c for c in CANDIDATES[dim] if c.schedule == OVERLAP]:
+                    fns, gate = {}, []
+                    for side, kn in (("a", tuned_knobs(dim, causal, E.TORCH_DTYPES[dtype])), ("b", knobs)):
+                        run = E.build_tilelang(case, inputs, knobs=kn)
+                        gate.append(bool(default_check(run(), ref, tol)["passed"]))
+                        fns[side] = run
+                    t = _pair(time_it, fns)
+                    name = f"{knobs.block_M}x{knobs.block_N} s{knobs.num_stages} t{knobs.threads}"
+                    w.writerow([label, name, t["a"], t["b"], t["a"] / t["b"], fa3_ms, t["a_trials"], t["b_trials"], gate])
+                    fh.flush()
+                    print(f"fa_overlap {label} {name}: serial {t['a'] * 1e3:.0f} us, overlap {t['b'] * 1e3:.0f} us "
+                          f"({t['a'] / t['b']:.2f}x), FA3 {fa3_ms * 1e3:.0f} us, gate {gate}", flush=True)
+                del inputs, ref
+            except Exception as exc:  # named, and the other cases go on
+                print(f"fa_overlap {label}: FAILED {type(exc).__name__}: {str(exc)[-300:]}", flush=True)
+            torch.cuda.empty_cache()
+
+
+def _precompile_fa(job):
+    """Compile one FlashAttention forward (a FA_CASES entry, knobs) into TileLang's kernel cache."""
+    from kernels.flash_attention import compile_flash_attention
+
+    (batch, heads, heads_kv, seqlen, dim, causal, dtype), knobs = job
+    try:
+        compile_flash_attention(batch, heads, heads_kv, seqlen, seqlen, dim, causal,
+                                {"bf16": "bfloat16", "fp16": "float16"}[dtype], knobs, with_out=True)
     except Exception as exc:  # the timed pass names it
         return str(exc)[-200:]
 
@@ -318,7 +390,7 @@ def _manifest(out: Path, studies: list) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "lean", "auto", "pingpong-from", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "lean", "auto", "pingpong-from", "fa-overlap", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -364,6 +436,8 @@ def main(argv=None) -> int:
                 dict(batch=128, h_q=64, s_q=2, seqlen=2048, lengths="varied")]
             for start in (32, 16):
                 mla(out, {"pingpong_from": start}, f"mla_pingpong_from{start}", cases=cases)
+        elif study == "fa-overlap":
+            fa_overlap(out)
         elif study == "gemm":
             gemm(out)
         else:
