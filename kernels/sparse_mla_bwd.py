@@ -47,14 +47,32 @@ def sparse_mla_bwd_delta(heads: int, dim: int = 512, block_T: int = 16, threads:
 
 def sparse_mla_bwd(heads: int = 128, dim: int = 512, tail: int = 64, topk: int = 2048,
                    sm_scale: float | None = None, block_H: int = 64, block_I: int = 32,
-                   num_stages: int = 0, threads: int = 256):
+                   num_stages: int = 0, threads: int = 256, vector_atomics: bool = False):
     """Builder: Q bf16 [t, heads, dim+tail], KV bf16 [s, 1, dim+tail], dO bf16 [t, heads, dim],
     Indices int32 [t, 1, topk], Lse, Delta fp32 [t, heads] -> dQ bf16 [t, heads, dim+tail],
-    dKV fp32 [s, 1, dim+tail] (accumulated into: zero it first)."""
+    dKV fp32 [s, 1, dim+tail] (accumulated into: zero it first). vector_atomics (a candidate):
+    each block's dkv rows go through shared memory, half a block at a time, and into dKV by
+    16-byte atomics (four floats each) instead of one atomic per element."""
     t, s = T.dynamic("t"), T.dynamic("s")
     scale = sm_scale if sm_scale is not None else (dim + tail) ** -0.5
     groups, steps = heads // block_H, T.ceildiv(topk, block_I)
-    bf16, f32 = "bfloat16", "float32"
+    bf16, f32, half = "bfloat16", "float32", block_I // 2
+
+    @T.macro
+    def add_dkv(dKV, Indices, acc, stage, valid, width, col0, q_i, i):  # the block's dkv rows, atomically
+        if vector_atomics:
+            for u in T.unroll(2):
+                for j, d in T.Parallel(block_I, width):
+                    if j < half:
+                        stage[j, d] = acc[j + u * half, d]
+                for j, d in T.Parallel(half, width // 4):
+                    if valid[j + u * half]:
+                        T.atomic_addx4(dKV[Indices[q_i, 0, T.min(i * block_I + j + u * half, topk - 1)], 0, col0 + d * 4],
+                                       stage[j, d * 4])
+        else:
+            for j, d in T.Parallel(block_I, width):
+                if valid[j]:
+                    T.atomic_add(dKV[Indices[q_i, 0, T.min(i * block_I + j, topk - 1)], 0, col0 + d], acc[j, d])
 
     @T.prim_func
     def main(Q: T.Tensor([t, heads, dim + tail], bf16), KV: T.Tensor([s, 1, dim + tail], bf16),
@@ -79,6 +97,8 @@ def sparse_mla_bwd(heads: int = 128, dim: int = 512, tail: int = 64, topk: int =
             acc_dkv_tail = T.alloc_fragment([block_I, tail], f32)
             lse = T.alloc_fragment([block_H], f32)
             delta = T.alloc_fragment([block_H], f32)
+            dkv_s, dkv_tail_s = (T.alloc_shared([half, dim], f32), T.alloc_shared([half, tail], f32)) if vector_atomics \
+                else (None, None)
 
             T.copy(Q[q_i, h0:h0 + block_H, :dim], q_s)
             T.copy(Q[q_i, h0:h0 + block_H, dim:], q_tail)
@@ -113,12 +133,8 @@ def sparse_mla_bwd(heads: int = 128, dim: int = 512, tail: int = 64, topk: int =
                 T.gemm(ds_s, q_s, acc_dkv, transpose_A=True, clear_accum=True, policy=T.GemmWarpPolicy.FullCol)
                 T.gemm(p_s, do_s, acc_dkv, transpose_A=True, policy=T.GemmWarpPolicy.FullCol)
                 T.gemm(ds_s, q_tail, acc_dkv_tail, transpose_A=True, clear_accum=True, policy=T.GemmWarpPolicy.FullCol)
-                for j, d in T.Parallel(block_I, dim):
-                    if valid[j]:
-                        T.atomic_add(dKV[Indices[q_i, 0, T.min(i * block_I + j, topk - 1)], 0, d], acc_dkv[j, d])
-                for j, d in T.Parallel(block_I, tail):
-                    if valid[j]:
-                        T.atomic_add(dKV[Indices[q_i, 0, T.min(i * block_I + j, topk - 1)], 0, dim + d], acc_dkv_tail[j, d])
+                add_dkv(dKV, Indices, acc_dkv, dkv_s, valid, dim, 0, q_i, i)
+                add_dkv(dKV, Indices, acc_dkv_tail, dkv_tail_s, valid, tail, dim, q_i, i)
             T.copy(acc_dq, dQ[q_i, h0:h0 + block_H, :dim])
             T.copy(acc_dq_tail, dQ[q_i, h0:h0 + block_H, dim:])
 

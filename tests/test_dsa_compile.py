@@ -13,7 +13,7 @@ from experiments import _dsa
 from experiments import dsa_indexer as indexer_exp
 from experiments import dsa_topk as topk_exp
 from experiments import sparse_mla as mla_exp
-from kernels._compile import HOPPER, compile_kernel
+from kernels._compile import HOPPER, compile_kernel, ptxas_usage
 from kernels import dsa_indexer, dsa_topk, sparse_mla
 from repro.measure.gate import default_check, poison_outputs
 
@@ -388,6 +388,20 @@ def test_sparse_mla_backward_compiles(heads):
     assert "atomicAdd" in src or "AtomicAdd" in src
     assert ("wgmma" in src) == (knobs["block_H"] == 64)
     assert compile_kernel(bwd.sparse_mla_bwd_delta, heads, 512, target=HOPPER).get_kernel_source()
+
+
+@pytest.mark.parametrize("heads", [128, 16])
+def test_sparse_mla_backward_vector_atomics_candidate_compiles(heads):
+    """vector_atomics: the block's dkv rows staged in shared memory, then 16-byte atomics (four
+    floats) where the default adds two floats at a time; it spills less at 64 heads per CTA."""
+    from kernels import sparse_mla_bwd as bwd
+
+    build = {h: compile_kernel(bwd.sparse_mla_bwd, heads, 512, 64, 2048, 576**-0.5, target=HOPPER,
+                               pass_configs=bwd.PASS_CONFIGS, **bwd.knobs(heads), vector_atomics=h) for h in (False, True)}
+    assert "AtomicAddx4" in build[True].get_kernel_source() and "AtomicAddx4" not in build[False].get_kernel_source()
+    assert "AtomicAddx2" in build[False].get_kernel_source()
+    spills = {h: ptxas_usage(k)["spill_stores"] for h, k in build.items()}
+    assert spills[True] <= spills[False], spills
 
 
 @pytest.mark.parametrize("heads", [0, 8, 24, 100])

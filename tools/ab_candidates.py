@@ -32,6 +32,9 @@ becomes a default only when no case is slower beyond noise.
   fa-overlap  FlashAttention forward: each overlap candidate of kernels/flash_attention.CANDIDATES
         (FA3's schedule, spill-free since 2026-12-03) against the table's serial schedule, FA3
         beside when its package imports, on FA3-grid, GQA, odd-length and head-dim 64/256 cases
+  sparse-bwd-atomics  the sparse MLA backward with its dkv rows staged in shared memory and added
+        by 16-byte atomics (vector_atomics=True) against the default (two floats per atomic), on
+        the sparse_mla_bwd grid (128 and 16 heads) and odd shapes
   gemm  GEMM: heuristic_knobs (the default it replaced) against default_knobs (model_knobs where
         it measured faster), bf16, on the schedule study's 30 shapes and 24 it never saw, cuBLAS beside
   gemm-study  every schedule of study_menu on the study's 30 shapes, one timing each: the data
@@ -230,6 +233,47 @@ def fa_overlap(out: Path) -> None:
             torch.cuda.empty_cache()
 
 
+# [t, s] per head count: the experiment's grid, then odd sizes (fewer positions than topk, long kv).
+SPARSE_BWD_CASES = [(t, s, h) for h in (128, 16) for t, s in ((512, 8192), (2048, 16384), (4096, 8192), (4096, 4096))] + [
+    (300, 2100, 128), (1000, 70001, 16), (37, 65536, 64)]
+
+
+def sparse_bwd_atomics(out: Path) -> None:
+    import torch
+
+    from experiments import sparse_mla as F
+    from experiments import sparse_mla_bwd as E
+    from kernels.sparse_mla import sparse_mla
+    from kernels.sparse_mla_bwd import sparse_mla_backward
+    from repro.measure.gate import default_check
+
+    time_it = _timer()
+    with open(out / "sparse_bwd_atomics.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case", "default_ms", "candidate_ms", "speedup", "default_trials", "candidate_trials", "gate"])
+        for t, s, heads in SPARSE_BWD_CASES:
+            case = {"t": t, "s": s, "mode": "prefill", "heads": heads, "d_qk": 576, "d_v": 512, "topk": 2048, "dtype": "bf16"}
+            label = f"t={t},s={s},heads={heads}"
+            try:
+                inputs = E.make_inputs(case, 1, "cuda")
+                ref, tol = E.reference(case, inputs), _tolerance("sparse_mla_bwd", "bf16")
+                q, kv, idx, d_out, scale = inputs["q"], inputs["kv"], inputs["indices"], inputs["d_out"], F.sm_scale(case)
+                o, lse = sparse_mla(q, kv, idx, scale, 512)
+                fns, gate = {}, []
+                for side, vec in (("a", False), ("b", True)):
+                    fns[side] = (lambda v=vec: sparse_mla_backward(q, kv, idx, o, lse, d_out, scale, vector_atomics=v))
+                    gate.append(bool(default_check(fns[side](), ref, tol)["passed"]))
+                t_ = _pair(time_it, fns)
+                w.writerow([label, t_["a"], t_["b"], t_["a"] / t_["b"], t_["a_trials"], t_["b_trials"], gate])
+                fh.flush()
+                print(f"sparse_bwd_atomics {label}: default {t_['a']:.2f} ms, candidate {t_['b']:.2f} ms "
+                      f"({t_['a'] / t_['b']:.2f}x), gate {gate}", flush=True)
+                del inputs, ref
+            except Exception as exc:  # named, and the other cases go on
+                print(f"sparse_bwd_atomics {label}: FAILED {type(exc).__name__}: {str(exc)[-300:]}", flush=True)
+            torch.cuda.empty_cache()
+
+
 def _precompile_fa(job):
     """Compile one FlashAttention forward (a FA_CASES entry, knobs) into TileLang's kernel cache."""
     from kernels.flash_attention import compile_flash_attention
@@ -390,7 +434,7 @@ def _manifest(out: Path, studies: list) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "lean", "auto", "pingpong-from", "fa-overlap", "gemm", "gemm-study"])
+    p.add_argument("studies", nargs="+", choices=["mla", "mla-pad", "ws", "seesaw", "seesaw32", "seesaw32-sweep", "seesaw-auto", "pingpong", "combine", "lean", "auto", "pingpong-from", "fa-overlap", "sparse-bwd-atomics", "gemm", "gemm-study"])
     p.add_argument("--out", default="outputs/ab", help="folder for the CSV files (default: outputs/ab)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -438,6 +482,8 @@ def main(argv=None) -> int:
                 mla(out, {"pingpong_from": start}, f"mla_pingpong_from{start}", cases=cases)
         elif study == "fa-overlap":
             fa_overlap(out)
+        elif study == "sparse-bwd-atomics":
+            sparse_bwd_atomics(out)
         elif study == "gemm":
             gemm(out)
         else:

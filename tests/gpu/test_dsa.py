@@ -236,11 +236,17 @@ def _sparse_mla_grads_reference(q, kv, idx, d_out, scale, d_v):
 
 @pytest.mark.parametrize("heads", [128, 64, 32, 16])
 @pytest.mark.parametrize("t,s,topk", [(3, 100, 2048), (64, 5000, 2048), (37, 300, 256)])
-def test_sparse_mla_backward_matches_autograd_of_the_reference(heads, t, s, topk):
+@pytest.mark.parametrize("vector_atomics", [False, True])
+def test_sparse_mla_backward_matches_autograd_of_the_reference(heads, t, s, topk, vector_atomics, monkeypatch):
     """dq and dkv of kernels/sparse_mla_bwd.py (through kernels.autograd.sparse_mla) against autograd
     of the fp32 reference: queries that see fewer than topk positions (-1 past them), indices past
-    the kv length, and positions chosen by many queries (dkv accumulates over them)."""
+    the kv length, and positions chosen by many queries (dkv accumulates over them); the default
+    and the vector-atomics candidate."""
+    from kernels import sparse_mla_bwd as bwd
     from kernels.autograd import sparse_mla
+
+    knobs = bwd.knobs
+    monkeypatch.setattr(bwd, "knobs", lambda h: {**knobs(h), "vector_atomics": vector_atomics})
 
     gen = torch.Generator(device="cuda").manual_seed(11)
     q = torch.randn(t, heads, 576, device="cuda", generator=gen).bfloat16()
