@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from kernels import mla_decode as tl_mla
-from kernels._compile import HOPPER, compile_kernel
+from kernels._compile import HOPPER, compile_kernel, ptxas_usage
 from kernels.mla_common import check_mla_inputs, check_mla_plan, mla_decode_reference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,20 +300,25 @@ def test_seesaw_candidate_compiles_for_hopper(block_N, stages):
 
     knobs = tl_mla.Knobs(kernel="seesaw", block_N=block_N, stages=stages)
     assert knobs.kernel == "seesaw" and tl_mla.builder_args(knobs, HOPPER) == {"block_N": block_N, "stages": stages}
-    src = compile_kernel(mla_decode_seesaw, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER,
-                         **knobs.builder_args()).get_kernel_source()
+    kernel = compile_kernel(mla_decode_seesaw, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER, **knobs.builder_args())
+    src = kernel.get_kernel_source()
     assert "wgmma" in src and "cp_async" in src and "stats[1].wait(" in src and "exp2f(" in src
     assert _last_shared_offset(src) < 227 * 1024
+    if (block_N, stages) == (32, 4):  # the default's: no register spills
+        assert ptxas_usage(kernel)["spill_stores"] == 0
 
 
-def test_pingpong_candidate_compiles_for_hopper():
+def test_pingpong_kernel_compiles_for_hopper_without_spills():
     """kernels/mla_decode_pingpong.py: FlashMLA's schedule, two warpgroups issuing their own TMA
-    loads (one barrier per 64-column slice), Q's rope part and P as register operands."""
+    loads (one barrier per 64-column slice), Q's rope part and P as register operands, in 255
+    registers or fewer without spilling."""
     from kernels.mla_decode_pingpong import mla_decode_pingpong
 
     knobs = tl_mla.Knobs(kernel="pingpong")
     assert tl_mla.builder_args(knobs, HOPPER) == {}
-    src = compile_kernel(mla_decode_pingpong, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER).get_kernel_source()
+    kernel = compile_kernel(mla_decode_pingpong, 128, 1, "bfloat16", 576 ** -0.5, target=HOPPER)
+    assert ptxas_usage(kernel)["spill_stores"] == 0
+    src = kernel.get_kernel_source()
     assert "wgmma" in src and "tma_load" in src and "expect_transaction" in src and "cp_async" not in src
     assert _last_shared_offset(src) < 227 * 1024
     with pytest.raises(ValueError, match="multiple of 64"):
