@@ -78,19 +78,20 @@ def compile_kernel(builder, *args, out_idx=None, target=None, pass_configs=None,
 
 def ptxas_usage(kernel, arch: str = "sm_90a") -> dict:
     """The compiler's resource report of a compiled CUDA kernel's device source (no GPU needed):
-    registers per thread and spilled bytes (ptxas -v, with TileLang's own headers)."""
+    registers per thread and spilled bytes (ptxas -v, through the nvcc and headers TileLang uses)."""
     import re
     import subprocess
     import tempfile
 
     import tilelang
+    from tilelang.contrib.nvcc import get_nvcc_compiler
 
     root = os.path.dirname(tilelang.__file__)
     with tempfile.TemporaryDirectory() as tmp:
         cu = os.path.join(tmp, "kernel.cu")
         with open(cu, "w") as fh:
             fh.write(kernel.get_kernel_source())
-        done = subprocess.run(["nvcc", f"-arch={arch}", "-std=c++17", "-cubin", "-o", os.path.join(tmp, "k.cubin"),
+        done = subprocess.run([get_nvcc_compiler(), f"-arch={arch}", "-std=c++17", "-cubin", "-o", os.path.join(tmp, "k.cubin"),
                                "-Xptxas", "-v", "--use_fast_math", f"-I{root}/src", f"-I{root}/3rdparty/cutlass/include",
                                f"-I{root}/3rdparty/tvm/include", cu], capture_output=True, text=True)
     if done.returncode:

@@ -51,6 +51,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from repro.measure.experiment import TORCH_DTYPES  # noqa: E402 (the repository root on the path first)
+
 TRIALS = ("a", "b", "b", "a")
 
 
@@ -61,6 +63,14 @@ def _timer():
     settings = TimerSettings(warmup_ms=20, rep_ms=80, min_reps=10, max_reps=200, flush_l2=True, cuda_graph=False)
     flusher = L2Flusher()
     return lambda fn: time_cuda(fn, settings, flusher).median_ms
+
+
+def _gated_pair(time_it, fns: dict, ref, tol: dict) -> tuple[dict, list]:
+    """Each side's output through the sweep's gate, then the interleaved trials of both."""
+    from repro.measure.gate import default_check
+
+    gate = [bool(default_check(fns[side](), ref, tol)["passed"]) for side in ("a", "b")]
+    return _pair(time_it, fns), gate
 
 
 def _pair(time_it, fns: dict) -> dict:
@@ -170,7 +180,7 @@ def _precompile_mla(job):
 
     h_q, s_q, dtype, knobs = job
     try:
-        M.compile_attention(h_q, s_q, {"bf16": "bfloat16", "fp16": "float16"}[dtype], M.D_QK ** -0.5,
+        M.compile_attention(h_q, s_q, TORCH_DTYPES[dtype], M.D_QK ** -0.5,
                             M.builder_args(knobs), knobs.kernel)
     except Exception as exc:  # the timed pass names it
         return str(exc)[-200:]
@@ -188,7 +198,6 @@ def fa_overlap(out: Path) -> None:
 
     from experiments import flash_attention as E
     from kernels.flash_attention import CANDIDATES, OVERLAP, tuned_knobs
-    from repro.measure.gate import default_check
 
     try:
         from flash_attn_interface import flash_attn_func as fa3
@@ -197,7 +206,7 @@ def fa_overlap(out: Path) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     started = time.time()
-    jobs = [(c, kn) for c in FA_CASES for kn in [tuned_knobs(c[4], c[5], E.TORCH_DTYPES[c[6]])]
+    jobs = [(c, kn) for c in FA_CASES for kn in [tuned_knobs(c[4], c[5], TORCH_DTYPES[c[6]])]
             + [k for k in CANDIDATES[c[4]] if k.schedule == OVERLAP]]
     with ProcessPoolExecutor(16) as pool:  # fills TileLang's kernel cache in parallel
         list(pool.map(_precompile_fa, jobs))
@@ -216,12 +225,9 @@ def fa_overlap(out: Path) -> None:
                 q, k, v = inputs["q"], inputs["k"], inputs["v"]
                 fa3_ms = time_it(lambda: fa3(q, k, v, causal=causal)) if fa3 else float("nan")
                 for knobs in [c for c in CANDIDATES[dim] if c.schedule == OVERLAP]:
-                    fns, gate = {}, []
-                    for side, kn in (("a", tuned_knobs(dim, causal, E.TORCH_DTYPES[dtype])), ("b", knobs)):
-                        run = E.build_tilelang(case, inputs, knobs=kn)
-                        gate.append(bool(default_check(run(), ref, tol)["passed"]))
-                        fns[side] = run
-                    t = _pair(time_it, fns)
+                    fns = {"a": E.build_tilelang(case, inputs, knobs=tuned_knobs(dim, causal, TORCH_DTYPES[dtype])),
+                           "b": E.build_tilelang(case, inputs, knobs=knobs)}
+                    t, gate = _gated_pair(time_it, fns, ref, tol)
                     name = f"{knobs.block_M}x{knobs.block_N} s{knobs.num_stages} t{knobs.threads}"
                     w.writerow([label, name, t["a"], t["b"], t["a"] / t["b"], fa3_ms, t["a_trials"], t["b_trials"], gate])
                     fh.flush()
@@ -245,7 +251,6 @@ def sparse_bwd_atomics(out: Path) -> None:
     from experiments import sparse_mla_bwd as E
     from kernels.sparse_mla import sparse_mla
     from kernels.sparse_mla_bwd import sparse_mla_backward
-    from repro.measure.gate import default_check
 
     time_it = _timer()
     with open(out / "sparse_bwd_atomics.csv", "w", newline="") as fh:
@@ -259,11 +264,9 @@ def sparse_bwd_atomics(out: Path) -> None:
                 ref, tol = E.reference(case, inputs), _tolerance("sparse_mla_bwd", "bf16")
                 q, kv, idx, d_out, scale = inputs["q"], inputs["kv"], inputs["indices"], inputs["d_out"], F.sm_scale(case)
                 o, lse = sparse_mla(q, kv, idx, scale, 512)
-                fns, gate = {}, []
-                for side, vec in (("a", False), ("b", True)):
-                    fns[side] = (lambda v=vec: sparse_mla_backward(q, kv, idx, o, lse, d_out, scale, vector_atomics=v))
-                    gate.append(bool(default_check(fns[side](), ref, tol)["passed"]))
-                t_ = _pair(time_it, fns)
+                fns = {side: (lambda v=vec: sparse_mla_backward(q, kv, idx, o, lse, d_out, scale, vector_atomics=v))
+                       for side, vec in (("a", False), ("b", True))}
+                t_, gate = _gated_pair(time_it, fns, ref, tol)
                 w.writerow([label, t_["a"], t_["b"], t_["a"] / t_["b"], t_["a_trials"], t_["b_trials"], gate])
                 fh.flush()
                 print(f"sparse_bwd_atomics {label}: default {t_['a']:.2f} ms, candidate {t_['b']:.2f} ms "
@@ -281,7 +284,7 @@ def _precompile_fa(job):
     (batch, heads, heads_kv, seqlen, dim, causal, dtype), knobs = job
     try:
         compile_flash_attention(batch, heads, heads_kv, seqlen, seqlen, dim, causal,
-                                {"bf16": "bfloat16", "fp16": "float16"}[dtype], knobs, with_out=True)
+                                TORCH_DTYPES[dtype], knobs, with_out=True)
     except Exception as exc:  # the timed pass names it
         return str(exc)[-200:]
 
