@@ -19,6 +19,8 @@ from repro.measure.tuning import KnobCache, search
 
 SEARCH_CASE = {"t": 4096, "s": 16384, "mode": "prefill", "heads": 64, "dim": 128, "dtype": "fp8"}
 
+KERNEL_FILES = ("kernels/dsa_indexer.py",)  # a searched schedule is kept per their version
+
 
 def cases(cfg) -> list[dict]:
     return _dsa.grid_cases(cfg, heads=_dsa.INDEX_HEADS, dim=_dsa.INDEX_DIM, dtype="fp8")
@@ -119,7 +121,7 @@ def prepare(cases_: list[dict], backends: list[str]) -> None:
     case = {**SEARCH_CASE, "heads": cases_[0]["heads"], "dim": cases_[0]["dim"]}
     h, d, t, s = case["heads"], case["dim"], case["t"], case["s"]
     names = ("q", "k", "k_scale", "weights", "starts", "ends")
-    search(KnobCache("dsa_indexer"), {_choice_key(case): case}, lambda c: range(len(CANDIDATES)),
+    search(KnobCache("dsa_indexer", KERNEL_FILES), {_choice_key(case): case}, lambda c: range(len(CANDIDATES)),
            compile_one=lambda c, choice: compile_kernel(lightning_indexer, h, d, pass_configs=PASS_CONFIGS,
                                                         **indexer_knobs(h, d, t, s, choice=choice)),
            runner=lambda c, x, choice, kernel: (lambda: dsa_indexer(*[x[n] for n in names], out=x["out"],
@@ -130,7 +132,7 @@ def prepare(cases_: list[dict], backends: list[str]) -> None:
 def build_tilelang(case: dict, inputs: dict):
     from kernels.dsa_indexer import dsa_indexer
 
-    found = KnobCache("dsa_indexer").get(_choice_key(case))
+    found = KnobCache("dsa_indexer", KERNEL_FILES).get(_choice_key(case))
     choice = found["choice"] if found else 0
     args = [inputs[k] for k in ("q", "k", "k_scale", "weights", "starts", "ends")]
     out = inputs["out"]
@@ -201,5 +203,5 @@ EXPERIMENT = Experiment(
     flops_dtype=lambda case: "fp8",
     prepare=prepare,
     sources=("experiments/_dsa.py",),
-    schedule=lambda case: KnobCache("dsa_indexer").describe(_choice_key(case)),
+    schedule=lambda case: KnobCache("dsa_indexer", KERNEL_FILES).describe(_choice_key(case)),
 )

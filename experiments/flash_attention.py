@@ -46,6 +46,8 @@ FA3_FIGURE = {  # (head dim, causal) -> backend -> TFLOPS per seqlen (None: not 
                   "fa3": (286, 427, 537, 612, 628, 642)},
 }
 
+KERNEL_FILES = ("kernels/flash_attention*.py",)  # a searched schedule is kept per their version
+
 
 def _case(batch, heads, heads_kv, seq_q, seq_k, head_dim, causal, dtype) -> dict:
     return {"batch": batch, "heads": heads, "heads_kv": heads_kv, "seq_q": seq_q, "seq_k": seq_k,
@@ -221,7 +223,7 @@ def tilelang_knobs(case: dict):
     """The schedule searched by `prepare` when cached, else the per-head-dim table."""
     from kernels.flash_attention import Knobs, tuned_knobs
 
-    found = KnobCache("flash_attention").get(_knob_key(case))
+    found = KnobCache("flash_attention", KERNEL_FILES).get(_knob_key(case))
     return Knobs(**found) if found else tuned_knobs(case["head_dim"], case["causal"], TORCH_DTYPES[case["dtype"]])
 
 
@@ -242,7 +244,7 @@ def search_schedules(cases_: list[dict]) -> None:
         rank = (c["heads"] != c["heads_kv"], abs(c["seq_q"] - 4096), c["seq_q"])
         if _knob_key(c) not in groups or rank < groups[_knob_key(c)][0]:
             groups[_knob_key(c)] = (rank, c)
-    search(KnobCache("flash_attention"), {key: c for key, (_, c) in groups.items()},
+    search(KnobCache("flash_attention", KERNEL_FILES), {key: c for key, (_, c) in groups.items()},
            lambda case: CANDIDATES[case["head_dim"]],
            compile_one=lambda case, knobs: compile_flash_attention(*_shape(case), knobs, with_out=True),
            runner=lambda case, inputs, knobs, kernel: _runner(kernel, inputs),
@@ -502,5 +504,5 @@ EXPERIMENT = Experiment(
     validate_case=validate_case,
     reported=reported,
     prepare=prepare,
-    schedule=lambda case: KnobCache("flash_attention").describe(_knob_key(case)),
+    schedule=lambda case: KnobCache("flash_attention", KERNEL_FILES).describe(_knob_key(case)),
 )

@@ -113,12 +113,13 @@ def _knob_key(case: dict) -> str:
     return f"{case['M']},{case['N']},{case['K']},{case['dtype']},{torch.cuda.get_device_name()}"
 
 
+KERNEL_FILES = ("kernels/gemm*.py", "kernels/gemv.py")  # a searched schedule is kept per their version
 CACHE = "gemm-v2"  # v2: the candidate lists per shape class (split-K, swapped, GEMV, fp8)
 
 
 def tuned_knobs(case: dict):
     """The searched schedule when one was cached by `prepare`, else the first candidate."""
-    found = KnobCache(CACHE).get(_knob_key(case))
+    found = KnobCache(CACHE, KERNEL_FILES).get(_knob_key(case))
     if case["dtype"] in FP8:
         from kernels.gemm_fp8 import Fp8Knobs, fp8_candidates
 
@@ -164,7 +165,7 @@ def _compiler(case: dict, knobs):
 
 def search_schedules(cases_: list[dict]) -> None:
     """Per case: every candidate of its shape class, through the suite's one search."""
-    search(KnobCache(CACHE), {_knob_key(c): c for c in cases_}, _candidates,
+    search(KnobCache(CACHE, KERNEL_FILES), {_knob_key(c): c for c in cases_}, _candidates,
            compile_one=lambda case, knobs: _compiler(case, knobs)(),
            runner=lambda case, inputs, knobs, made: made(inputs),
            make_inputs=lambda case: make_inputs(case, 0, "cuda"), encode=lambda knobs: dict(vars(knobs)))
@@ -246,5 +247,5 @@ EXPERIMENT = Experiment(
     flops_dtype=flops_dtype,
     prepare=prepare,
     sources=("kernels/gemv.py", "kernels/gemm_fp8.py"),
-    schedule=lambda case: KnobCache(CACHE).describe(_knob_key(case)),
+    schedule=lambda case: KnobCache(CACHE, KERNEL_FILES).describe(_knob_key(case)),
 )

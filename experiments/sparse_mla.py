@@ -22,6 +22,8 @@ from experiments import _dsa, upstream
 from repro.measure.experiment import Backend, Experiment, needs_module
 from repro.measure.tuning import KnobCache, search
 
+KERNEL_FILES = ("kernels/sparse_mla.py",)  # a searched schedule is kept per their version
+
 
 def cases(cfg) -> list[dict]:
     """Every prefill [t, s] and decode [batch, s] pair of the config, for each head count."""
@@ -147,7 +149,7 @@ def prepare(cases_: list[dict], backends: list[str]) -> None:
         args = (x["q"], x["kv"], x["indices"], sm_scale(case), case["d_v"])
         return lambda: kernel.sparse_mla(*args, out=x["out"], lse=x["out_lse"], choice=choice, family=family(case))
 
-    search(KnobCache("sparse_mla"), largest, lambda case: range(len(kernel.CANDIDATES[family(case)])),
+    search(KnobCache("sparse_mla", KERNEL_FILES), largest, lambda case: range(len(kernel.CANDIDATES[family(case)])),
            compile_one=lambda case, choice: kernel.build(case["heads"], case["d_qk"], case["d_v"], case["topk"],
                                                          sm_scale(case), knobs(case, choice)),
            runner=runner, make_inputs=lambda case: make_inputs(case, 0, "cuda"),
@@ -157,7 +159,7 @@ def prepare(cases_: list[dict], backends: list[str]) -> None:
 def build_tilelang(case: dict, inputs: dict):
     from kernels.sparse_mla import sparse_mla
 
-    found = KnobCache("sparse_mla").get(_choice_key(case))
+    found = KnobCache("sparse_mla", KERNEL_FILES).get(_choice_key(case))
     choice = found["choice"] if found else 0
     q, kv, idx, out, lse = (inputs[k] for k in ("q", "kv", "indices", "out", "out_lse"))
     scale = sm_scale(case)
@@ -253,5 +255,5 @@ EXPERIMENT = Experiment(
     flops_dtype=lambda case: "bf16",
     prepare=prepare,
     sources=("experiments/_dsa.py",),
-    schedule=lambda case: KnobCache("sparse_mla").describe(_choice_key(case)),
+    schedule=lambda case: KnobCache("sparse_mla", KERNEL_FILES).describe(_choice_key(case)),
 )

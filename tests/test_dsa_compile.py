@@ -397,7 +397,7 @@ def test_sparse_mla_backward_vector_atomics_candidate_compiles(heads):
     from kernels import sparse_mla_bwd as bwd
 
     build = {h: compile_kernel(bwd.sparse_mla_bwd, heads, 512, 64, 2048, 576**-0.5, target=HOPPER,
-                               pass_configs=bwd.PASS_CONFIGS, **bwd.knobs(heads), vector_atomics=h) for h in (False, True)}
+                               pass_configs=bwd.PASS_CONFIGS, **{**bwd.knobs(heads), "vector_atomics": h}) for h in (False, True)}
     assert "AtomicAddx4" in build[True].get_kernel_source() and "AtomicAddx4" not in build[False].get_kernel_source()
     assert "AtomicAddx2" in build[False].get_kernel_source()
     spills = {h: ptxas_usage(k)["spill_stores"] for h, k in build.items()}

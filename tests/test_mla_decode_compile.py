@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -446,9 +447,10 @@ def test_triton_kernel_matches_reference_in_interpreter():
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
-def test_searched_schedule_of_an_older_version_still_loads(tmp_path, monkeypatch):
-    """A schedule cached before Knobs' fields changed (ws, seesaw -> kernel) loads with the fields
-    it names that still exist and today's defaults for the rest, instead of a TypeError."""
+def test_searched_schedule_of_an_older_version_is_not_taken(tmp_path, monkeypatch):
+    """A schedule cached for an earlier version of the kernels (here: one keyed without their
+    hash, naming fields since renamed) is not taken: the case gets today's default, and a schedule
+    searched for today's sources is taken."""
     import json
 
     from experiments import mla_decode as E
@@ -458,5 +460,7 @@ def test_searched_schedule_of_an_older_version_still_loads(tmp_path, monkeypatch
     monkeypatch.setattr(E, "_knob_key", lambda case: "h_q=32,s_q=1,bf16,GPU")
     old = {"block_N": 32, "stages": 3, "threads": 256, "ctas_per_sm": 1, "pad_rows": None, "balanced": True, "ws": False}
     (tmp_path / "mla_decode-knobs.json").write_text(json.dumps({"h_q=32,s_q=1,bf16,GPU": old}))
-    knobs = E.tilelang_knobs({"h_q": 32, "s_q": 1, "dtype": "bf16"})
-    assert knobs == tl_mla.Knobs(block_N=32, stages=3)
+    case = {"h_q": 32, "s_q": 1, "dtype": "bf16"}
+    assert E.tilelang_knobs(case) == tl_mla.default_knobs(32, 1)
+    tuning.KnobCache("mla_decode", E.KERNEL_FILES).put("h_q=32,s_q=1,bf16,GPU", asdict(tl_mla.Knobs(block_N=32, stages=3)))
+    assert E.tilelang_knobs(case) == tl_mla.Knobs(block_N=32, stages=3)

@@ -154,3 +154,42 @@ def test_the_one_search_picks_the_fastest_that_builds_and_skips_cached_keys(tmp_
     assert chosen == {"a": {"choice": 2}, "b": {"choice": 3}}  # b's fastest does not compile
     assert tuning.KnobCache("toy").data == {"a": {"choice": 2}, "b": {"choice": 3}, "c": {"choice": 9}}
     assert "[search] candidate 1 could not be built: RuntimeError: no valid warp partition" in capsys.readouterr().err
+
+
+def test_a_searched_schedule_is_kept_per_version_of_the_kernel_sources(tmp_path, monkeypatch):
+    """A schedule searched for one version of the kernel files is not taken by an edited version
+    (nor by a cache keyed without sources), and the edit back finds it again."""
+    from repro.measure import tuning
+
+    monkeypatch.setattr(tuning, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(tuning, "ROOT", tmp_path)
+    kernel = tmp_path / "kernels" / "toy.py"
+    kernel.parent.mkdir()
+    kernel.write_text("block = 64\n")
+    tuning.KnobCache("toy", ["kernels/toy*.py"]).put("M=1", {"block": 32})
+    assert tuning.KnobCache("toy", ["kernels/toy*.py"]).get("M=1") == {"block": 32}
+    assert tuning.KnobCache("toy", ["kernels/toy*.py"]).describe("M=1") == "cached"
+    assert tuning.KnobCache("toy").get("M=1") is None
+    kernel.write_text("block = 128\n")
+    tuning.sources_hash.cache_clear()
+    edited = tuning.KnobCache("toy", ["kernels/toy*.py"])
+    assert edited.get("M=1") is None and edited.describe("M=1") == "default"
+    kernel.write_text("block = 64\n")
+    tuning.sources_hash.cache_clear()
+    assert tuning.KnobCache("toy", ["kernels/toy*.py"]).get("M=1") == {"block": 32}
+
+
+def test_mla_schedules_are_searched_per_token_scale(monkeypatch):
+    """The MLA decode search keys a schedule by the cached tokens' power of two: the short grid's
+    winner is not applied to 8k sequences, while equal and varied lengths of one size share one."""
+    import torch
+
+    from experiments import mla_decode as E
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "GPU")
+    case = {"batch": 128, "h_q": 128, "s_q": 1, "dtype": "bf16", "seqlen": 8192, "lengths": "equal"}
+    short = {**case, "seqlen": 64, "lengths": "short"}
+    assert E._knob_key(case) != E._knob_key(short)
+    assert E._knob_key(case) == E._knob_key({**case, "lengths": "varied"})
+    assert E._knob_key(case) != E._knob_key({**case, "h_q": 64})
+    assert "tokens~2^20" in E._knob_key(case)

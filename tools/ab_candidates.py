@@ -33,7 +33,7 @@ becomes a default only when no case is slower beyond noise.
         (FA3's schedule, spill-free since 2026-12-03) against the table's serial schedule, FA3
         beside when its package imports, on FA3-grid, GQA, odd-length and head-dim 64/256 cases
   sparse-bwd-atomics  the sparse MLA backward with its dkv rows staged in shared memory and added
-        by 16-byte atomics (vector_atomics=True) against the default (two floats per atomic), on
+        by 16-byte atomics (vector_atomics=True; the default at 16 heads since) against two floats per atomic, on
         the sparse_mla_bwd grid (128 and 16 heads) and odd shapes
   gemm  GEMM: heuristic_knobs (the default it replaced) against default_knobs (model_knobs where
         it measured faster), bf16, on the schedule study's 30 shapes and 24 it never saw, cuBLAS beside
@@ -199,8 +199,10 @@ def fa_overlap(out: Path) -> None:
     from experiments import flash_attention as E
     from kernels.flash_attention import CANDIDATES, OVERLAP, tuned_knobs
 
-    try:
-        from flash_attn_interface import flash_attn_func as fa3
+    try:  # the suite's built FA3 (make baselines), as the experiment imports it
+        from repro.baselines import import_from
+
+        fa3 = import_from("fa3", "flash_attn_interface").flash_attn_func
     except ImportError:
         fa3 = None
     from concurrent.futures import ProcessPoolExecutor

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -95,11 +96,13 @@ def time_cuda(fn: Callable[[], object], timing: TimerSettings, flusher: L2Flushe
     call()
     torch.cuda.synchronize()
     start.record()
-    n_warm, batch = 0, 1
+    n_warm, batch, host_ms = 0, 1, 0.0
     while True:
+        t0 = time.perf_counter()
         for _ in range(batch):
             flush()
             call()
+        host_ms = max(host_ms, (time.perf_counter() - t0) * 1e3 / batch) if batch > 1 else host_ms
         n_warm += batch
         end.record()
         end.synchronize()
@@ -110,10 +113,44 @@ def time_cuda(fn: Callable[[], object], timing: TimerSettings, flusher: L2Flushe
     reps = rep_count(estimate, timing.rep_ms, timing.min_reps, timing.max_reps)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    # The host's launch time stays out of the samples: after each flush a spin kernel holds the
+    # device for twice the host's time per call (as measured in the warm-up), so the device falls
+    # behind the host and every call is queued before its start event is reached. Without it a
+    # kernel shorter than the host's launch path (Python launchers: 20-60 us) was sampled with the
+    # idle gap in front of it, at random: the MLA short grid read 18 or 37 us for one kernel.
+    # (A call that waits on the device itself has no launch time to hide: the hold stops at 1 ms.)
+    host_ms = min(host_ms, 0.5)
+    hold = _hold(host_ms)
+    hold(min(2.0 + 2 * host_ms * reps, 20.0))  # first, a backlog against the host's hiccups
     for i in range(reps):
         flush()
+        hold(2 * host_ms)
         starts[i].record()
         call()
         ends[i].record()
     torch.cuda.synchronize()
     return summarize([s.elapsed_time(e) for s, e in zip(starts, ends)])
+
+
+_CYCLES_PER_MS: list = []  # the spin kernel's clock, measured once per process
+
+
+def _hold(host_ms: float) -> Callable[[float], None]:
+    """hold(ms): a spin kernel busy for about `ms` on the current stream (torch.cuda._sleep; a
+    no-op where that is missing or the host needs no hold)."""
+    import torch
+
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if sleep is None or host_ms <= 0:
+        return lambda ms: None
+    if not _CYCLES_PER_MS:
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        sleep(1 << 20)  # the clock climbs first
+        a.record()
+        sleep(1 << 22)
+        b.record()
+        b.synchronize()
+        _CYCLES_PER_MS.append((1 << 22) / max(a.elapsed_time(b), 1e-3))
+    per_ms = _CYCLES_PER_MS[0]
+    return lambda ms: sleep(int(ms * per_ms))
+

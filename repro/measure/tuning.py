@@ -1,6 +1,8 @@
 """Schedule search outside the timed region: compile candidates in parallel, time them, cache the winner."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import sys
@@ -12,25 +14,46 @@ K = TypeVar("K")
 CACHE_DIR = Path(os.environ.get("REPRO_CACHE", Path.home() / ".cache" / "tilelang-repro"))
 
 
-class KnobCache:
-    """A JSON file per operator: `key -> knobs dict`, keyed by shape, dtype and GPU name."""
+ROOT = Path(__file__).resolve().parents[2]
 
-    def __init__(self, name: str):
+
+@functools.lru_cache(maxsize=None)
+def sources_hash(patterns: tuple) -> str:
+    """Hash of the repository files matching `patterns` (globs relative to the repository root)."""
+    h = hashlib.sha256()
+    for path in sorted({p for pattern in patterns for p in ROOT.glob(pattern)}):
+        h.update(path.relative_to(ROOT).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:10]
+
+
+class KnobCache:
+    """A JSON file per operator: `key -> knobs dict`, keyed by shape, dtype and GPU name, and by
+    the kernel sources (`sources`, globs): a schedule searched for one version of a kernel is not
+    taken by another (an edited kernel, or the default table it was searched against, may want
+    another schedule)."""
+
+    def __init__(self, name: str, sources: Sequence[str] = ()):
         self.path = CACHE_DIR / f"{name}-knobs.json"
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.version = sources_hash(tuple(sources)) if sources else ""
+
+    def _key(self, key: str) -> str:
+        return f"{key},code={self.version}" if self.version else key
 
     def get(self, key: str):
-        return self.data.get(key)
+        return self.data.get(self._key(key))
 
     def describe(self, key: str) -> str:
         """'cached' when a searched schedule is stored for `key`, else 'default'."""
-        return "cached" if key in self.data else "default"
+        return "cached" if self._key(key) in self.data else "default"
 
     def put(self, key: str, value: dict) -> None:
         """Re-read, add, replace atomically, under a lock: shards tuning at once lose no entry."""
         import fcntl
         import tempfile
 
+        key = self._key(key)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

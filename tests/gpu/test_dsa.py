@@ -229,7 +229,7 @@ def _sparse_mla_grads_reference(q, kv, idx, d_out, scale, d_v):
     qf, kvf = q.float().requires_grad_(), kv.float().requires_grad_()
     safe = torch.where((idx >= 0) & (idx < kv.shape[0]), idx, torch.full_like(idx, -1))
     with _dsa.exact_fp32():
-        out, _ = _attend(qf, kvf, safe[:, 0], scale, d_v, torch.float32)
+        out = _attend(qf, kvf, safe[:, 0], scale, d_v, torch.float32)
         out.backward(d_out.float())
     return qf.grad, kvf.grad
 

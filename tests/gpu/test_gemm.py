@@ -96,3 +96,28 @@ def test_timer_sees_work_scale():
     big = time_cuda(lambda: a @ a, timing)
     assert big.median_ms > 8 * small.median_ms
     assert small.p25_ms <= small.median_ms <= small.p75_ms
+
+
+def test_timer_leaves_the_hosts_launch_time_out():
+    """A call whose host side takes 300 us before it launches a ~10 us kernel is timed as the
+    kernel: the timer's hold keeps the launch queued ahead of the start event."""
+    import time
+
+    import torch
+
+    from dataclasses import replace
+
+    from repro.run.validate import settings_of
+    from tests.helpers import compose_config
+
+    timing = replace(settings_of(compose_config()).timer, rep_ms=20)
+    a = torch.randn(1024, 1024, device="cuda", dtype=torch.float16)
+
+    def slow_host():
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 3e-4:
+            pass
+        return a @ a
+
+    quick, slow = time_cuda(lambda: a @ a, timing), time_cuda(slow_host, timing)
+    assert slow.median_ms < 0.1 and slow.median_ms < 2 * quick.median_ms + 0.01, (quick, slow)
