@@ -73,3 +73,22 @@ def test_the_bf16_pytorch_backend_passes_the_gate_and_a_wrong_gradient_does_not(
     torch.testing.assert_close(again()[0], again()[0])
     wrong = (got[0], got[1] * 1.05)
     assert not default_check(wrong, ref, TOL)["passed"]
+
+
+def test_the_gpu_gradient_tests_reference_runs_and_agrees_with_the_experiments():
+    """tests/gpu/test_dsa.py's autograd reference (which runs only on a GPU there, and rotted
+    unseen once) on a CPU: the experiment's reference gradients, with an index past the kv length
+    selecting nothing."""
+    from tests.gpu.test_dsa import _sparse_mla_grads_reference
+
+    inputs = exp.make_inputs(CASE, 3, "cpu")
+    dq, dkv = exp.reference(CASE, inputs)
+    got_dq, got_dkv = _sparse_mla_grads_reference(inputs["q"], inputs["kv"], inputs["indices"], inputs["d_out"],
+                                                  exp.fwd.sm_scale(CASE), CASE["d_v"])
+    torch.testing.assert_close(got_dq, dq.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_dkv, dkv.float(), rtol=1e-5, atol=1e-5)
+    past = inputs["indices"].clone()
+    past[0, 0, 0] = CASE["s"] + 3
+    _, dkv_past = _sparse_mla_grads_reference(inputs["q"], inputs["kv"], past, inputs["d_out"], exp.fwd.sm_scale(CASE),
+                                              CASE["d_v"])
+    assert torch.isfinite(dkv_past).all()
