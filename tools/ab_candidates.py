@@ -43,6 +43,7 @@ becomes a default only when no case is slower beyond noise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
 import time
@@ -92,6 +93,19 @@ MLA_CASES = [dict(batch=128, h_q=16, s_q=2, seqlen=8192, lengths="varied"), dict
              dict(batch=3, h_q=32, s_q=2, seqlen=5000, lengths="varied")]
 
 
+@contextlib.contextmanager
+def _one_case(study: str, label: str):
+    """One case of a study: a failure is named and the other cases go on; device memory is freed after."""
+    import torch
+
+    try:
+        yield
+    except Exception as exc:
+        print(f"{study} {label}: FAILED {type(exc).__name__}: {str(exc)[-300:]}", flush=True)
+    finally:
+        torch.cuda.empty_cache()
+
+
 def _tolerance(experiment: str, dtype: str) -> dict:
     """The sweep's gate: configs/bench/default.yaml, overridden by the experiment's `tolerance`."""
     import yaml
@@ -126,8 +140,6 @@ AUTO_CASES = [dict(batch=128, h_q=h_q, s_q=s_q, seqlen=seqlen, lengths=lengths) 
 
 
 def mla(out: Path, candidate: dict, name: str, base: dict | None = None, cases: list | None = None) -> None:
-    import torch
-
     from experiments import mla_decode as E
     from kernels import mla_decode as M
     from repro.measure.gate import default_check
@@ -153,10 +165,10 @@ def mla(out: Path, candidate: dict, name: str, base: dict | None = None, cases: 
         w.writerow(["case", "default_ms", "candidate_ms", "speedup", "default_trials", "candidate_trials", "gate"])
         for spec in cases or MLA_CASES:
             case = {"grid": "ab", "dtype": "bf16", "s_q": 1, **spec}
-            inputs = E.make_inputs(case, 1, "cuda")
-            ref, args = E.reference(case, inputs), E._args(inputs)
-            fns, gate = {}, []
-            try:
+            with _one_case(name, str(spec)):
+                inputs = E.make_inputs(case, 1, "cuda")
+                ref, args = E.reference(case, inputs), E._args(inputs)
+                fns, gate = {}, []
                 for side, knobs in (("a", M.Knobs(**(base or {}))), ("b", M.Knobs(**candidate))):
                     plan = M.make_plan(inputs["cache_seqlens"], case["h_q"], case["s_q"], knobs)
                     check = default_check(M.mla_decode(*args, plan=plan, check=True), ref, _tolerance("mla_decode", case["dtype"]))
@@ -168,10 +180,7 @@ def mla(out: Path, candidate: dict, name: str, base: dict | None = None, cases: 
                 fh.flush()  # a run cut short keeps what it measured
                 print(f"{name} {label}: default {t['a'] * 1e3:.1f} us, candidate {t['b'] * 1e3:.1f} us "
                       f"({t['a'] / t['b']:.2f}x), gate {gate}", flush=True)
-            except Exception as exc:  # named, and the other cases go on
-                print(f"{name} {spec}: FAILED {type(exc).__name__}: {str(exc)[-300:]}", flush=True)
-            del inputs, ref
-            torch.cuda.empty_cache()
+                del inputs, ref
 
 
 def _precompile_mla(job):
@@ -194,8 +203,6 @@ FA_CASES = [(4, 16, 16, 4096, 128, False, "bf16"), (4, 16, 16, 4096, 128, True, 
 
 
 def fa_overlap(out: Path) -> None:
-    import torch
-
     from experiments import flash_attention as E
     from kernels.flash_attention import CANDIDATES, OVERLAP, tuned_knobs
 
@@ -221,7 +228,7 @@ def fa_overlap(out: Path) -> None:
         for batch, heads, heads_kv, seqlen, dim, causal, dtype in FA_CASES:
             case = E._case(batch, heads, heads_kv, seqlen, seqlen, dim, causal, dtype)
             label = f"b{batch} h{heads}:{heads_kv} s{seqlen} d{dim} {'causal ' if causal else ''}{dtype}"
-            try:
+            with _one_case("fa_overlap", label):
                 inputs = E.make_inputs(case, 1, "cuda")
                 ref, tol = E.reference(case, inputs), _tolerance("flash_attention", dtype)
                 q, k, v = inputs["q"], inputs["k"], inputs["v"]
@@ -236,9 +243,6 @@ def fa_overlap(out: Path) -> None:
                     print(f"fa_overlap {label} {name}: serial {t['a'] * 1e3:.0f} us, overlap {t['b'] * 1e3:.0f} us "
                           f"({t['a'] / t['b']:.2f}x), FA3 {fa3_ms * 1e3:.0f} us, gate {gate}", flush=True)
                 del inputs, ref
-            except Exception as exc:  # named, and the other cases go on
-                print(f"fa_overlap {label}: FAILED {type(exc).__name__}: {str(exc)[-300:]}", flush=True)
-            torch.cuda.empty_cache()
 
 
 # [t, s] per head count: the experiment's grid, then odd sizes (fewer positions than topk, long kv).
@@ -247,8 +251,6 @@ SPARSE_BWD_CASES = [(t, s, h) for h in (128, 16) for t, s in ((512, 8192), (2048
 
 
 def sparse_bwd_atomics(out: Path) -> None:
-    import torch
-
     from experiments import sparse_mla as F
     from experiments import sparse_mla_bwd as E
     from kernels.sparse_mla import sparse_mla
@@ -261,7 +263,7 @@ def sparse_bwd_atomics(out: Path) -> None:
         for t, s, heads in SPARSE_BWD_CASES:
             case = {"t": t, "s": s, "mode": "prefill", "heads": heads, "d_qk": 576, "d_v": 512, "topk": 2048, "dtype": "bf16"}
             label = f"t={t},s={s},heads={heads}"
-            try:
+            with _one_case("sparse_bwd_atomics", label):
                 inputs = E.make_inputs(case, 1, "cuda")
                 ref, tol = E.reference(case, inputs), _tolerance("sparse_mla_bwd", "bf16")
                 q, kv, idx, d_out, scale = inputs["q"], inputs["kv"], inputs["indices"], inputs["d_out"], F.sm_scale(case)
@@ -274,9 +276,6 @@ def sparse_bwd_atomics(out: Path) -> None:
                 print(f"sparse_bwd_atomics {label}: default {t_['a']:.2f} ms, candidate {t_['b']:.2f} ms "
                       f"({t_['a'] / t_['b']:.2f}x), gate {gate}", flush=True)
                 del inputs, ref
-            except Exception as exc:  # named, and the other cases go on
-                print(f"sparse_bwd_atomics {label}: FAILED {type(exc).__name__}: {str(exc)[-300:]}", flush=True)
-            torch.cuda.empty_cache()
 
 
 def _precompile_fa(job):

@@ -1,6 +1,7 @@
 """The one timer every backend goes through: device events, warm-up, L2 flush, robust statistics."""
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from dataclasses import dataclass
@@ -102,7 +103,8 @@ def time_cuda(fn: Callable[[], object], timing: TimerSettings, flusher: L2Flushe
         for _ in range(batch):
             flush()
             call()
-        host_ms = max(host_ms, (time.perf_counter() - t0) * 1e3 / batch) if batch > 1 else host_ms
+        if batch > 1:  # the first call of a batch of one may still carry lazy setup
+            host_ms = max(host_ms, (time.perf_counter() - t0) * 1e3 / batch)
         n_warm += batch
         end.record()
         end.synchronize()
@@ -132,7 +134,18 @@ def time_cuda(fn: Callable[[], object], timing: TimerSettings, flusher: L2Flushe
     return summarize([s.elapsed_time(e) for s, e in zip(starts, ends)])
 
 
-_CYCLES_PER_MS: list = []  # the spin kernel's clock, measured once per process
+@functools.lru_cache(maxsize=None)
+def _cycles_per_ms() -> float:
+    """The spin kernel's clock, measured once per process."""
+    import torch
+
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(1 << 20)  # the clock climbs first
+    a.record()
+    torch.cuda._sleep(1 << 22)
+    b.record()
+    b.synchronize()
+    return (1 << 22) / max(a.elapsed_time(b), 1e-3)
 
 
 def _hold(host_ms: float) -> Callable[[float], None]:
@@ -143,14 +156,5 @@ def _hold(host_ms: float) -> Callable[[float], None]:
     sleep = getattr(torch.cuda, "_sleep", None)
     if sleep is None or host_ms <= 0:
         return lambda ms: None
-    if not _CYCLES_PER_MS:
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        sleep(1 << 20)  # the clock climbs first
-        a.record()
-        sleep(1 << 22)
-        b.record()
-        b.synchronize()
-        _CYCLES_PER_MS.append((1 << 22) / max(a.elapsed_time(b), 1e-3))
-    per_ms = _CYCLES_PER_MS[0]
+    per_ms = _cycles_per_ms()
     return lambda ms: sleep(int(ms * per_ms))
-

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @functools.lru_cache(maxsize=None)
 def sources_hash(patterns: tuple) -> str:
-    """Hash of the repository files matching `patterns` (globs relative to the repository root)."""
+    """Hash of the repository files matching `patterns` (globs relative to the repository root); the
+    rule of repro/results/manifest.code_hash, kept here so that measure/ does not import results/."""
     h = hashlib.sha256()
     for path in sorted({p for pattern in patterns for p in ROOT.glob(pattern)}):
         h.update(path.relative_to(ROOT).as_posix().encode())
